@@ -1,0 +1,21 @@
+"""The project's exceptions: one root, a few specific kinds."""
+
+
+class PipelineError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigError(PipelineError):
+    """A configuration file or value is invalid."""
+
+
+class CheckpointError(PipelineError):
+    """A checkpoint does not fit the model it is loaded into."""
+
+
+class ExportError(PipelineError):
+    """Exporting or building an inference artifact failed."""
+
+
+class GPUUnavailableError(PipelineError):
+    """The operation needs a CUDA GPU (and its libraries) that this host lacks."""
