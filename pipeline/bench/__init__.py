@@ -1,0 +1,1 @@
+"""Benchmarks: print measured figures (and optionally write them as JSON); they assert nothing."""

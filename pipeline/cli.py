@@ -1,0 +1,266 @@
+"""Command line: ``sparseinst-pipeline`` (or ``python -m pipeline``).
+
+ONNX Runtime, TensorRT and the data tools are imported inside the commands that use them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+log = logging.getLogger("pipeline")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 384x640, got {text!r}") from None
+    return h, w
+
+
+# ---------------------------------------------------------------------------------------- model
+
+
+def cmd_import_official(args: argparse.Namespace) -> int:
+    from pipeline.model import build_model, load_official_checkpoint, save_checkpoint
+
+    model = load_official_checkpoint(build_model(args.arch), args.checkpoint)
+    out = save_checkpoint(model, args.out, source=str(args.checkpoint), input_size={"min_size": 640, "max_size": 853})
+    print(f"imported {args.checkpoint} as {args.arch}: every key matched; wrote {out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipeline.model.train import load_train_config, train
+
+    cfg = load_train_config(args.config, steps=args.steps, out_dir=args.out_dir)
+    final = train(cfg)
+    print(f"wrote {final}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from pipeline.data.coco import iter_coco_images, synthetic_coco
+    from pipeline.data.evaluate import evaluate_masks
+    from pipeline.model.shipped import load_predictor
+
+    predictor = load_predictor(args.weights, args.arch, **_size_overrides(args))
+    if args.coco_json:
+        if not args.images_dir:
+            raise PipelineError("--coco-json needs --images-dir")
+        gt = _json.loads(Path(args.coco_json).read_text())
+        images = iter_coco_images(args.coco_json, args.images_dir)
+    else:
+        gt, pixels = synthetic_coco(args.synthetic_seed, args.num_images)
+        images = zip(gt["images"], pixels)
+
+    def predict(image):  # noqa: ANN001, ANN202
+        inst = predictor(image)
+        return inst.scores, inst.classes, inst.masks
+
+    result = evaluate_masks(gt, images, predict)
+    print(f"{'class':<16} {'AP':>7}")
+    for name, ap in result.per_class.items():
+        print(f"{name:<16} {ap:>7.4f}")
+    print(f"images={result.num_images} predictions={result.num_predictions}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.__dict__, indent=2))
+    print(result.summary_line())
+    return 0
+
+
+def _size_overrides(args: argparse.Namespace) -> dict[str, int]:
+    return {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v}
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from pipeline.model.checkpoint import load_model
+    from pipeline.model.export import export_onnx
+    from pipeline.model.shipped import SHIPPED_WEIGHTS
+
+    model = load_model(args.weights or SHIPPED_WEIGHTS, args.arch)
+    out = Path(args.out)
+    for h, w in args.size:
+        path = out if out.suffix == ".onnx" and len(args.size) == 1 else out / f"{model.info.arch}_{h}x{w}.onnx"
+        report = export_onnx(model, path, height=h, width=w)
+        diffs = ", ".join(f"{k} {v:.2e}" for k, v in report.max_abs_diff.items())
+        print(f"wrote {report.path} ({h}x{w}, dynamic batch); ONNX Runtime vs PyTorch max |diff|: {diffs}")
+    return 0
+
+
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from pipeline.model.engine import build_engine
+
+    report = build_engine(
+        args.onnx,
+        args.out,
+        fp16=not args.fp32,
+        min_batch=args.min_batch,
+        opt_batch=args.opt_batch,
+        max_batch=args.max_batch,
+        workspace_gib=args.workspace_gib,
+        timing_cache=args.timing_cache,
+    )
+    print(f"wrote {report.plan} ({report.precision}, batch {report.min_batch}..{report.max_batch}, "
+          f"input {report.input_shape}, {report.fp32_layers} layers pinned to FP32)")  # fmt: skip
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import cv2
+
+    from pipeline.data.classes import class_name
+    from pipeline.model.shipped import load_predictor
+    from pipeline.overlay import draw_instances
+
+    predictor = load_predictor(args.weights, args.arch, **_size_overrides(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in args.images:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            print(f"skipped {path}: not a readable image", file=sys.stderr)
+            continue
+        inst = predictor(bgr[:, :, ::-1].copy())
+        keep = inst.scores >= args.score_threshold
+        over = draw_instances(bgr[:, :, ::-1], inst.masks[keep], inst.classes[keep], inst.scores[keep])
+        target = args.out / (Path(path).stem + "_pred.jpg")
+        cv2.imwrite(str(target), over[:, :, ::-1])
+        found = ", ".join(f"{class_name(int(c))} {s:.2f}" for c, s in zip(inst.classes[keep], inst.scores[keep]))
+        print(f"{path}: {int(keep.sum())} instances [{found}] -> {target}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- bench / demo
+
+
+def cmd_bench_model(args: argparse.Namespace) -> int:
+    from pipeline.bench.model import bench_model
+
+    h, w = args.size
+    bench_model(args.arch, height=h, width=w, repeats=args.repeats, threads=args.threads, json_path=args.json)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.model.shipped import load_predictor
+    from pipeline.preview import run_preview
+
+    predictor = load_predictor(args.weights)
+    summary = run_preview(predictor, args.out, seed=args.seed, cameras=args.cameras, seconds=args.seconds)
+    print(json.dumps(summary.__dict__, indent=2))
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary.__dict__, indent=2))
+    print(f"report: {summary.report}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.model.build import MODEL_BUILDERS  # light: no weights, torch only on use
+
+    archs = sorted(MODEL_BUILDERS)
+    p = argparse.ArgumentParser(prog="sparseinst-pipeline", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    model = sub.add_parser("model", help="build, import, train, evaluate and export SparseInst models")
+    msub = model.add_subparsers(dest="model_command", required=True)
+
+    imp = msub.add_parser("import-official", help="strictly load an official SparseInst checkpoint and re-save it")
+    imp.add_argument("checkpoint", type=Path, help="official .pth ({'model': state_dict} or a bare state_dict)")
+    imp.add_argument("--arch", choices=archs, required=True)
+    imp.add_argument("--out", type=Path, required=True, help="output checkpoint (project format, records the arch)")
+    imp.set_defaults(func=cmd_import_official)
+
+    tr = msub.add_parser("train", help="train a model from a YAML/JSON training config")
+    tr.add_argument("--config", type=Path, required=True, help="training config (see configs/)")
+    tr.add_argument("--steps", type=int, help="override the config's number of steps")
+    tr.add_argument("--out-dir", type=Path, help="override the config's output folder")
+    tr.set_defaults(func=cmd_train)
+
+    ev = msub.add_parser("eval", help="COCO mask AP on a synthetic set or any COCO-format dataset")
+    ev.add_argument("--weights", type=Path, help="checkpoint (default: the shipped small model)")
+    ev.add_argument("--arch", choices=archs, help="architecture, for checkpoints that do not record it")
+    src = ev.add_mutually_exclusive_group()
+    src.add_argument("--synthetic-seed", type=int, default=2026, help="seed of a fresh synthetic set (default 2026)")
+    src.add_argument("--coco-json", type=Path, help="COCO annotations json")
+    ev.add_argument("--num-images", type=int, default=200, help="images in the synthetic set")
+    ev.add_argument("--images-dir", type=Path, help="images folder for --coco-json")
+    ev.add_argument("--min-size", type=int, help="override the input short side")
+    ev.add_argument("--max-size", type=int, help="override the input long-side limit")
+    ev.add_argument("--json", type=Path, help="also write the figures as JSON")
+    ev.set_defaults(func=cmd_eval)
+
+    ex = msub.add_parser("export-onnx", help="export ONNX (dynamic batch, one fixed input size per file)")
+    ex.add_argument("--weights", type=Path, help="checkpoint (default: the shipped small model)")
+    ex.add_argument("--arch", choices=archs)
+    ex.add_argument("--size", type=_size, action="append", help="HEIGHTxWIDTH, repeatable (default 384x640 and 640x640)")
+    ex.add_argument("--out", type=Path, default=Path("build/onnx"), help="folder, or a .onnx path for one size")
+    ex.set_defaults(func=cmd_export_onnx)
+
+    be = msub.add_parser("build-engine", help="build a TensorRT plan from an ONNX file (needs a CUDA GPU)")
+    be.add_argument("--onnx", type=Path, required=True)
+    be.add_argument("--out", type=Path, required=True, help="output .plan")
+    be.add_argument("--fp32", action="store_true", help="FP32 instead of FP16")
+    be.add_argument("--min-batch", type=int, default=1)
+    be.add_argument("--opt-batch", type=int, default=8)
+    be.add_argument("--max-batch", type=int, default=32)
+    be.add_argument("--workspace-gib", type=float, default=4.0)
+    be.add_argument("--timing-cache", type=Path, help="timing cache file, read if present and updated")
+    be.set_defaults(func=cmd_build_engine)
+
+    pr = msub.add_parser("predict", help="run a model on image files and write overlays")
+    pr.add_argument("images", type=Path, nargs="+")
+    pr.add_argument("--weights", type=Path)
+    pr.add_argument("--arch", choices=archs)
+    pr.add_argument("--out", type=Path, default=Path("runs/predict"))
+    pr.add_argument("--score-threshold", type=float, default=0.3)
+    pr.add_argument("--min-size", type=int)
+    pr.add_argument("--max-size", type=int)
+    pr.set_defaults(func=cmd_predict)
+
+    bench = sub.add_parser("bench", help="benchmarks that print measured figures")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    bm = bsub.add_parser("model", help="ms per frame: PyTorch eager vs optimised vs ONNX Runtime, batch 1 and 8")
+    bm.add_argument("--arch", choices=archs, default="r50_giam")
+    bm.add_argument("--size", type=_size, default=(640, 640), help="HEIGHTxWIDTH (default 640x640)")
+    bm.add_argument("--repeats", type=int, default=3)
+    bm.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    bm.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
+    bm.set_defaults(func=cmd_bench_model)
+
+    demo = sub.add_parser("demo", help="run the shipped model on synthetic multi-camera traffic and write a report")
+    demo.add_argument("--cameras", type=int, default=4, choices=range(1, 5), metavar="N", help="cameras (1-4)")
+    demo.add_argument("--seconds", type=float, default=3.0)
+    demo.add_argument("--seed", type=int, default=0, help="synthetic traffic seed")
+    demo.add_argument("--weights", type=Path)
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--summary-json", type=Path)
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "size", None) is None and args.func is cmd_export_onnx:
+        args.size = [(384, 640), (640, 640)]
+    try:
+        return int(args.func(args) or 0)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,93 @@
+"""COCO-format datasets: RLE masks, export of synthetic sets, and loading of any COCO json."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+from tqdm import tqdm
+
+from pipeline.data.classes import COCO_CLASSES, COCO_IDS, SCENE_CLASSES, CLASS_INDEX
+from pipeline.data.synthetic import synthetic_image
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """(H, W) bool -> COCO RLE with a str ``counts`` (JSON-ready)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _rle_bytes(rle: dict) -> dict:
+    counts = rle["counts"]
+    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """COCO RLE (str or bytes ``counts``) -> (H, W) bool."""
+    return mask_utils.decode(_rle_bytes(rle)).astype(bool)
+
+
+def categories(names: Iterable[str] = COCO_CLASSES) -> list[dict]:
+    return [{"id": COCO_IDS[CLASS_INDEX[n]], "name": n} for n in names]
+
+
+@dataclass
+class Sample:
+    image_id: int
+    image: np.ndarray  # RGB uint8
+    labels: np.ndarray  # (K,) contiguous class indices
+    masks: np.ndarray  # (K, H, W) bool
+
+
+def synthetic_coco(seed: int, num_images: int, width: int = 640, height: int = 360) -> tuple[dict, list[np.ndarray]]:
+    """A synthetic set as a COCO ground-truth dict (RLE segmentations) and its images."""
+    images, annotations, pixels = [], [], []
+    for idx in tqdm(range(num_images), desc=f"synthetic set seed={seed}", unit="img", leave=False):
+        frame = synthetic_image(seed, idx, width, height)
+        image_id = idx + 1
+        images.append({"id": image_id, "file_name": f"{seed}_{idx:06d}.jpg", "height": height, "width": width})
+        pixels.append(frame.image)
+        for inst in frame.instances:
+            rle = encode_rle(inst.mask)
+            raw = _rle_bytes(rle)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": COCO_IDS[inst.category],
+                    "segmentation": rle,
+                    "area": float(mask_utils.area(raw)),
+                    "bbox": [float(v) for v in mask_utils.toBbox(raw)],
+                    "iscrowd": 0,
+                }
+            )
+    gt = {"images": images, "annotations": annotations, "categories": categories(SCENE_CLASSES)}
+    return gt, pixels
+
+
+def write_synthetic_coco(out_dir: Path, seed: int, num_images: int) -> Path:
+    """Write ``images/*.jpg`` and ``annotations.json`` for a synthetic set; returns the json path."""
+    gt, pixels = synthetic_coco(seed, num_images)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    for info, image in zip(gt["images"], pixels):
+        cv2.imwrite(str(out_dir / "images" / info["file_name"]), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    path = out_dir / "annotations.json"
+    path.write_text(json.dumps(gt))
+    return path
+
+
+def iter_coco_images(coco_json: Path, images_dir: Path) -> Iterator[tuple[dict, np.ndarray]]:
+    """(image info, RGB uint8 pixels) for every image a COCO json lists."""
+    gt = json.loads(Path(coco_json).read_text())
+    for info in gt["images"]:
+        path = Path(images_dir) / info["file_name"]
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read image {path} listed in {coco_json}")
+        yield info, bgr[:, :, ::-1].copy()

@@ -1,0 +1,36 @@
+"""Inference-only rewrites that keep outputs within float noise: BN folding and channels-last."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from pipeline.model.backbone import ConvNorm, FrozenBatchNorm2d
+
+
+@torch.no_grad()
+def fold_norms(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every conv's norm folded into the conv's weight and bias."""
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if not isinstance(module, ConvNorm) or isinstance(module.norm, nn.Identity):
+            continue
+        norm = module.norm
+        if isinstance(norm, FrozenBatchNorm2d):
+            scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+        elif isinstance(norm, nn.BatchNorm2d):
+            scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+        else:
+            continue
+        shift = norm.bias - norm.running_mean * scale
+        module.weight.mul_(scale.reshape(-1, 1, 1, 1))
+        module.bias = nn.Parameter(shift.clone())
+        module.norm = nn.Identity()
+    return model
+
+
+def optimize_for_cpu(model: nn.Module) -> nn.Module:
+    """Folded norms and channels-last memory format: the fastest eager layout on x86 CPUs."""
+    return fold_norms(model).to(memory_format=torch.channels_last)

@@ -1,0 +1,53 @@
+"""Shared fixtures: the official-model reference files and deterministic official-layout weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sparseinst"
+SEED_HASHES = {
+    "r50_giam": "f3afdc05b3de644635339ccc83021fbf3d8535c83952e1074c9c248c6f322a8e",
+    "r50_base": "f9588fa6d1dd3cbb2f389f5f5e0f230e887158e5c5a2df964138461fcbd4d67e",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads() -> None:
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def official_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Seed-1234 official-layout checkpoints made by the reference generator, checked by content hash."""
+    out = {}
+    folder = tmp_path_factory.mktemp("weights")
+    for arch, expected in SEED_HASHES.items():
+        path = folder / f"{arch}_seed1234.pth"
+        manifest = FIXTURES / f"manifest_{arch}.json"
+        run = subprocess.run(
+            [sys.executable, str(FIXTURES / "gen_weights.py"), str(manifest), "1234", str(path), "--sha256"],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        assert f"content_sha256 {expected}" in run.stdout, run.stdout
+        out[arch] = path
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict[str, dict[str, np.ndarray]]:
+    return {arch: dict(np.load(FIXTURES / f"reference_{arch}_a.npz")) for arch in SEED_HASHES}
