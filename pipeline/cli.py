@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
+DEFAULT_PROFILES = [(384, 640), (640, 640)]  # serving input sizes: 16:9 frames padded, and square
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -63,7 +64,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         gt, pixels = synthetic_coco(args.synthetic_seed, args.num_images)
         images = zip(gt["images"], pixels)
 
-    def predict(image):  # noqa: ANN001, ANN202
+    def predict(image):
         inst = predictor(image)
         return inst.scores, inst.classes, inst.masks
 
@@ -89,8 +90,9 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
     model = load_model(args.weights or SHIPPED_WEIGHTS, args.arch)
     out = Path(args.out)
-    for h, w in args.size:
-        path = out if out.suffix == ".onnx" and len(args.size) == 1 else out / f"{model.info.arch}_{h}x{w}.onnx"
+    sizes = args.size or DEFAULT_PROFILES
+    for h, w in sizes:
+        path = out if out.suffix == ".onnx" and len(sizes) == 1 else out / f"{model.info.arch}_{h}x{w}.onnx"
         report = export_onnx(model, path, height=h, width=w)
         diffs = ", ".join(f"{k} {v:.2e}" for k, v in report.max_abs_diff.items())
         print(f"wrote {report.path} ({h}x{w}, dynamic batch); ONNX Runtime vs PyTorch max |diff|: {diffs}")
@@ -205,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = msub.add_parser("export-onnx", help="export ONNX (dynamic batch, one fixed input size per file)")
     ex.add_argument("--weights", type=Path, help="checkpoint (default: the shipped small model)")
     ex.add_argument("--arch", choices=archs)
-    ex.add_argument("--size", type=_size, action="append", help="HEIGHTxWIDTH, repeatable (default 384x640 and 640x640)")
+    ex.add_argument("--size", type=_size, action="append", help="HEIGHTxWIDTH, repeatable (default: 384x640, 640x640)")
     ex.add_argument("--out", type=Path, default=Path("build/onnx"), help="folder, or a .onnx path for one size")
     ex.set_defaults(func=cmd_export_onnx)
 
@@ -253,9 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if getattr(args, "size", None) is None and args.func is cmd_export_onnx:
-        args.size = [(384, 640), (640, 640)]
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except PipelineError as exc:

@@ -53,10 +53,10 @@ def bench_model(
             x = torch.from_numpy(np.random.default_rng(0).normal(0, 1, (b, 3, height, width)).astype(np.float32))
             x_cl = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
-                eager = time_calls(lambda: model(x), warmup=1, repeats=repeats)
-                opt = time_calls(lambda: fused(x_cl), warmup=1, repeats=repeats)
+                eager = time_calls(lambda x=x: model(x), warmup=1, repeats=repeats)
+                opt = time_calls(lambda x=x_cl: fused(x), warmup=1, repeats=repeats)
             feed = {INPUT_NAME: x.numpy()}
-            onnx = time_calls(lambda: session.run(None, feed), warmup=1, repeats=repeats)
+            onnx = time_calls(lambda feed=feed: session.run(None, feed), warmup=1, repeats=repeats)
             results[f"torch_eager_ms_b{b}"] = float(np.median(eager) * 1000 / b)
             results[f"torch_optimized_ms_b{b}"] = float(np.median(opt) * 1000 / b)
             results[f"onnxruntime_ms_b{b}"] = float(np.median(onnx) * 1000 / b)
@@ -75,4 +75,6 @@ def print_table(arch: str, h: int, w: int, threads: int, batches: tuple[int, ...
         e, o, x = r[f"torch_eager_ms_b{b}"], r[f"torch_optimized_ms_b{b}"], r[f"onnxruntime_ms_b{b}"]
         print(f"{b:>5} {e:>10.1f}ms {o:>8.1f}ms {x:>10.1f}ms {e / x:>9.2f}x {e / o:>9.2f}x")
     print("(milliseconds per frame; 'torch opt' folds norms into convs and uses channels-last;")
-    print(f" the official implementation's eager forward took {OFFICIAL_EAGER_MS:.0f} ms at 640x640, batch 1, 2 threads)")
+    print(
+        f" the official implementation's eager forward took {OFFICIAL_EAGER_MS:.0f} ms at 640x640, batch 1, 2 threads)"
+    )

@@ -15,9 +15,7 @@ COCO_CLASSES: tuple[str, ...] = (
 )  # fmt: skip
 
 # COCO category ids skip some numbers; index i of COCO_CLASSES has id COCO_IDS[i].
-COCO_IDS: tuple[int, ...] = tuple(
-    i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
-)
+COCO_IDS: tuple[int, ...] = tuple(i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83))
 
 CLASS_INDEX = {name: i for i, name in enumerate(COCO_CLASSES)}
 

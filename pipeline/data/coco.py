@@ -12,7 +12,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from pipeline.data.classes import COCO_CLASSES, COCO_IDS, SCENE_CLASSES, CLASS_INDEX
+from pipeline.data.classes import CLASS_INDEX, COCO_CLASSES, COCO_IDS, SCENE_CLASSES
 from pipeline.data.synthetic import synthetic_image
 
 

@@ -169,9 +169,8 @@ def random_scenery(rng: np.random.Generator) -> Scenery:
         z = -250.0
         while z < 250:
             length = rng.uniform(8, 30)
-            buildings.append(
-                (sign * rng.uniform(12, 20), z, length, rng.uniform(5, 25), tuple(int(c) for c in rng.uniform(60, 200, 3)))
-            )
+            colour = tuple(int(c) for c in rng.uniform(60, 200, 3))
+            buildings.append((sign * rng.uniform(12, 20), z, length, rng.uniform(5, 25), colour))
             z += length + rng.uniform(1, 12)
     day = rng.random()
     sky = (170, 200, 230) if day > 0.3 else (70, 80, 110)
@@ -320,5 +319,5 @@ def synthetic_sequence(
     rng = np.random.default_rng([seed, 0xC0FFEE])
     world = random_world(rng)
     cams = cameras or vehicle_cameras()
-    n = int(round(fps * seconds))
+    n = round(fps * seconds)
     return [[render(world, cam, i / fps, rng) for cam in cams] for i in range(n)]

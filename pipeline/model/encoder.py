@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -43,7 +44,7 @@ class InstanceContextEncoder(nn.Module):
         super().__init__()
         self.in_features = tuple(in_features)
         strides = [input_shape[f].stride for f in self.in_features]
-        if any(b != 2 * a for a, b in zip(strides, strides[1:])):
+        if any(b != 2 * a for a, b in itertools.pairwise(strides)):
             raise ValueError(f"encoder needs levels at doubling strides, got {strides}")
         in_channels = [input_shape[f].channels for f in self.in_features]
         # Index 0 is the coarsest level, as in the official checkpoints.

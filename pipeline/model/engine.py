@@ -33,7 +33,7 @@ class EngineReport:
     timing_cache: Path | None
 
 
-def _import_tensorrt():  # noqa: ANN202 - the module type is only known when TensorRT is present
+def _import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as exc:

@@ -18,12 +18,9 @@ def fold_norms(model: nn.Module) -> nn.Module:
         if not isinstance(module, ConvNorm) or isinstance(module.norm, nn.Identity):
             continue
         norm = module.norm
-        if isinstance(norm, FrozenBatchNorm2d):
-            scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-        elif isinstance(norm, nn.BatchNorm2d):
-            scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-        else:
+        if not isinstance(norm, FrozenBatchNorm2d | nn.BatchNorm2d):
             continue
+        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
         shift = norm.bias - norm.running_mean * scale
         module.weight.mul_(scale.reshape(-1, 1, 1, 1))
         module.bias = nn.Parameter(shift.clone())

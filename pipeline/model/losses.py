@@ -50,7 +50,9 @@ def mask_iou(logits: torch.Tensor, targets: torch.Tensor, threshold: float = 0.4
     return inter / (pred.sum(-1) + tgt.sum(-1) - inter + 1e-6)
 
 
-def resize_targets(masks: list[torch.Tensor], padded_hw: tuple[int, int], out_hw: tuple[int, int]) -> list[torch.Tensor]:
+def resize_targets(
+    masks: list[torch.Tensor], padded_hw: tuple[int, int], out_hw: tuple[int, int]
+) -> list[torch.Tensor]:
     """Pad each (K, h, w) target to the batch size and resize bilinearly to the prediction size."""
     out = []
     for m in masks:

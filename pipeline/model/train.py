@@ -75,7 +75,10 @@ def load_train_config(path: str | Path, **overrides: object) -> TrainConfig:
 
 
 def synthetic_batch(cfg: TrainConfig, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, list, list]:
-    """Batch ``step`` of the synthetic stream: deterministic in (data_seed, step), so a resumed run sees the same data."""
+    """Batch ``step`` of the synthetic stream.
+
+    Deterministic in (data_seed, step), so a resumed run sees the same data.
+    """
     images, labels, masks = [], [], []
     for i in range(cfg.batch_size):
         frame = synthetic_image(cfg.data_seed, step * cfg.batch_size + i, cfg.image_width, cfg.image_height)
@@ -115,7 +118,8 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.torch_seed)
     model: SparseInst = build_model(cfg.arch).to(device)
     if cfg.init_weights:
-        load_state_dict_strict(model, torch.load(cfg.init_weights, map_location="cpu")["model"], source=str(cfg.init_weights))
+        init = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
+        load_state_dict_strict(model, init.get("model", init), source=str(cfg.init_weights))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(cfg, s))
     use_amp = cfg.amp and device.type == "cuda"

@@ -1,0 +1,35 @@
+# Everything runs from the project's own virtualenv in .venv/ (created by `make setup`).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/sparseinst-pipeline
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-fast demo lint bench-model clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+demo: setup
+	$(CLI) demo
+
+lint: setup
+	$(VENV)/bin/ruff check pipeline consumers tests
+	$(VENV)/bin/ruff format --check pipeline consumers tests
+
+bench-model: setup
+	$(CLI) bench model --json runs/bench_model.json
+
+clean:
+	rm -rf $(VENV) build runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Kafka consumers that turn per-frame detections into events (tracking, zones, lines, alerts)."""

@@ -1,0 +1,64 @@
+"""The command line, as a user runs it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.cli import main
+from pipeline.model import build_model
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_help_lists_the_commands():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for command in ("model", "bench", "demo"):
+        assert command in out.stdout
+
+
+def test_import_official_rejects_the_wrong_architecture_with_exit_code_2(tmp_path):
+    path = tmp_path / "base.pth"
+    torch.save({"model": build_model("r18_giam_tiny").state_dict()}, path)
+    assert main(["model", "import-official", str(path), "--arch", "r18_giam_tiny", "--out", str(tmp_path / "o.pth")]) == 0
+    out = run_cli("model", "import-official", str(path), "--arch", "r50_base", "--out", str(tmp_path / "x.pth"))
+    assert out.returncode == 2
+    assert "missing" in out.stderr and "backbone.res2.0.conv3.weight" in out.stderr
+
+
+@pytest.mark.slow
+def test_eval_on_a_synthetic_set_ends_with_the_ap_line():
+    out = run_cli("model", "eval", "--synthetic-seed", "4242", "--num-images", "8")
+    assert out.returncode == 0, out.stderr
+    last = out.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"AP=(\d\.\d+) AP50=(\d\.\d+) AP75=(\d\.\d+)", last)
+    assert match, last
+    assert all(0.0 <= float(v) <= 1.0 for v in match.groups())
+    assert "car" in out.stdout
+
+
+@pytest.mark.slow
+def test_export_onnx_writes_one_file_per_profile(tmp_path):
+    out = run_cli("model", "export-onnx", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in Path(tmp_path).glob("*.onnx")) == [
+        "r18_giam_tiny_384x640.onnx",
+        "r18_giam_tiny_640x640.onnx",
+    ]
+
+
+@pytest.mark.slow
+def test_demo_writes_a_report_and_a_summary(tmp_path):
+    summary = tmp_path / "summary.json"
+    out = run_cli("demo", "--cameras", "2", "--seconds", "1", "--out", str(tmp_path), "--summary-json", str(summary))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "report.html").read_text().count("<img") >= 2
+    assert '"frames": 10' in summary.read_text()
