@@ -72,6 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{'class':<16} {'AP':>7}")
     for name, ap in result.per_class.items():
         print(f"{name:<16} {ap:>7.4f}")
+    print(f"APs={result.ap_small:.4f} APm={result.ap_medium:.4f} APl={result.ap_large:.4f} (COCO size ranges)")
     print(f"images={result.num_images} predictions={result.num_predictions}")
     if args.json:
         Path(args.json).write_text(json.dumps(result.__dict__, indent=2))

@@ -28,7 +28,8 @@ def test_help_lists_the_commands():
 def test_import_official_rejects_the_wrong_architecture_with_exit_code_2(tmp_path):
     path = tmp_path / "base.pth"
     torch.save({"model": build_model("r18_giam_tiny").state_dict()}, path)
-    assert main(["model", "import-official", str(path), "--arch", "r18_giam_tiny", "--out", str(tmp_path / "o.pth")]) == 0
+    ok = ["model", "import-official", str(path), "--arch", "r18_giam_tiny", "--out", str(tmp_path / "o.pth")]
+    assert main(ok) == 0
     out = run_cli("model", "import-official", str(path), "--arch", "r50_base", "--out", str(tmp_path / "x.pth"))
     assert out.returncode == 2
     assert "missing" in out.stderr and "backbone.res2.0.conv3.weight" in out.stderr

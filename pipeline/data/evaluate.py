@@ -21,6 +21,9 @@ class MaskAP:
     ap: float
     ap50: float
     ap75: float
+    ap_small: float  # COCO size ranges: area < 32^2, 32^2..96^2, > 96^2 pixels
+    ap_medium: float
+    ap_large: float
     per_class: dict[str, float]  # AP per category name (NaN where the class has no ground truth)
     num_images: int
     num_predictions: int
@@ -57,7 +60,7 @@ def score_coco(gt: dict, results: list[dict], num_images: int) -> MaskAP:
         coco_gt.dataset = {**gt, "info": gt.get("info", {}), "licenses": gt.get("licenses", [])}
         coco_gt.createIndex()
         if not results:
-            return MaskAP(0.0, 0.0, 0.0, {c["name"]: 0.0 for c in gt["categories"]}, num_images, 0)
+            return MaskAP(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, {c["name"]: 0.0 for c in gt["categories"]}, num_images, 0)
         coco_dt = coco_gt.loadRes(results)
         ev = COCOeval(coco_gt, coco_dt, "segm")
         ev.evaluate()
@@ -73,6 +76,9 @@ def score_coco(gt: dict, results: list[dict], num_images: int) -> MaskAP:
         ap=float(ev.stats[0]),
         ap50=float(ev.stats[1]),
         ap75=float(ev.stats[2]),
+        ap_small=float(ev.stats[3]),
+        ap_medium=float(ev.stats[4]),
+        ap_large=float(ev.stats[5]),
         per_class=per_class,
         num_images=num_images,
         num_predictions=len(results),
