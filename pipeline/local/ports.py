@@ -6,6 +6,8 @@ import socket
 import time
 from collections.abc import Callable
 
+from pipeline.errors import PipelineError
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -20,7 +22,10 @@ def port_open(host: str, port: int) -> bool:
 
 
 def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str, alive: Callable[[], bool]) -> None:
-    """Poll ``check`` until it is true; fail early when the process dies, or after ``timeout_s``."""
+    """Poll ``check`` until it is true; fail early when the process dies, or after ``timeout_s``.
+
+    Connection errors mean "not up yet"; errors of the project's own types propagate at once.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not alive():
@@ -28,6 +33,8 @@ def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str, alive:
         try:
             if check():
                 return
+        except PipelineError:
+            raise
         except Exception:  # not up yet: connection refused, metadata not ready, ...
             pass
         time.sleep(0.25)
