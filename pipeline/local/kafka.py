@@ -8,26 +8,19 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import shutil
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.errors import PipelineError
 from pipeline.local.ports import free_port, port_open, wait_until
+from pipeline.local.process import REPO_ROOT, LocalService, ServiceError, default_cache
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
-
-
-def default_cache() -> Path:
-    return Path(os.environ.get("SPARSEINST_CACHE", REPO_ROOT / ".cache"))
 
 
 class LocalKafkaConfig(BaseModel):
@@ -40,10 +33,6 @@ class LocalKafkaConfig(BaseModel):
     heap_mb: int = Field(512, ge=128)
     partitions: int = Field(4, ge=1, description="default partitions of auto-created topics")
     startup_timeout_s: float = Field(90.0, gt=0)
-
-
-class ServiceError(PipelineError):
-    """A local service could not be set up, started or reached."""
 
 
 def ensure_kafka_jars(jars_dir: Path) -> Path:
@@ -65,13 +54,14 @@ def ensure_kafka_jars(jars_dir: Path) -> Path:
     return jars_dir
 
 
-class LocalKafka:
+class LocalKafka(LocalService):
     """Start with :meth:`start` (or as a context manager); ``bootstrap`` is ``host:port``."""
 
+    name = "kafka"
+
     def __init__(self, config: LocalKafkaConfig | None = None) -> None:
+        super().__init__()
         self.config = config or LocalKafkaConfig()
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self.process: subprocess.Popen[bytes] | None = None
         self.port = self.config.port
         self.data_dir = self.config.data_dir
 
@@ -115,10 +105,7 @@ class LocalKafka:
         return [java, *opts, f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{jars}/*", *args]
 
     def start(self) -> LocalKafka:
-        if self.data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="sparseinst-kafka-")
-            self.data_dir = Path(self._tmp.name)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.scratch_dir(self.data_dir)
         self.port = self.port or free_port(self.config.host)
         props = self.data_dir / "server.properties"
         props.write_text(self._properties(free_port(self.config.host)))
@@ -140,7 +127,7 @@ class LocalKafka:
         log.info("starting Kafka on %s (data in %s)", self.bootstrap, self.data_dir)
         try:
             wait_until(self._ready, timeout_s=self.config.startup_timeout_s, what=f"Kafka on {self.bootstrap}",
-                       alive=lambda: self.process is not None and self.process.poll() is None)  # fmt: skip
+                       alive=self.alive)  # fmt: skip
         except (RuntimeError, TimeoutError) as exc:
             tail = self.log_path.read_text()[-3000:] if self.log_path.exists() else ""
             self.stop()
@@ -161,22 +148,3 @@ class LocalKafka:
             return True
         finally:
             admin.close()
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: the broker shuts down cleanly
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> LocalKafka:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

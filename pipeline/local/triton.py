@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -23,8 +22,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.local.kafka import ServiceError, default_cache
 from pipeline.local.ports import free_port, wait_until
+from pipeline.local.process import LocalService, ServiceError, default_cache
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +72,15 @@ def prepare_backends(target: Path) -> Path:
     return target
 
 
-class LocalTriton:
+class LocalTriton(LocalService):
     """Start with :meth:`start` (or as a context manager); exposes ``http_url`` and ``grpc_url``."""
 
+    name = "triton"
+
     def __init__(self, config: LocalTritonConfig) -> None:
+        super().__init__()
         self.config = config
-        self.process: subprocess.Popen[bytes] | None = None
         self.http_port, self.grpc_port, self.metrics_port = config.http_port, config.grpc_port, config.metrics_port
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.log_path: Path | None = None
 
     @property
@@ -113,12 +113,7 @@ class LocalTriton:
         for attr in ("http_port", "grpc_port", "metrics_port"):
             if not getattr(self, attr):
                 setattr(self, attr, free_port(c.host))
-        log_dir = c.log_dir
-        if log_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="sparseinst-triton-")
-            log_dir = Path(self._tmp.name)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / "tritonserver.log"
+        self.log_path = self.scratch_dir(c.log_dir) / "tritonserver.log"
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         # the stub links against the CUDA runtime the wheel vendors next to the package
@@ -129,7 +124,7 @@ class LocalTriton:
         log.info("starting Triton (HTTP %s, gRPC %s) on %s", self.http_url, self.grpc_url, c.model_repository)
         try:
             wait_until(self._ready, timeout_s=c.startup_timeout_s, what=f"Triton on {self.http_url}",
-                       alive=lambda: self.process is not None and self.process.poll() is None)  # fmt: skip
+                       alive=self.alive)  # fmt: skip
         except ModelLoadError:
             self.stop()
             raise
@@ -164,22 +159,3 @@ class LocalTriton:
         client = httpclient.InferenceServerClient(self.http_url)
         for name in models:
             client.load_model(name)
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> LocalTriton:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

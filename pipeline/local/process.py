@@ -1,0 +1,69 @@
+"""The lifecycle shared by the local services: a child process, a scratch folder, a clean stop."""
+
+from __future__ import annotations
+
+import abc
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Self
+
+from pipeline.errors import PipelineError
+
+
+class ServiceError(PipelineError):
+    """A local service could not be set up, started or reached."""
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_cache() -> Path:
+    """Where downloaded jars and assembled backends are kept (``SPARSEINST_CACHE`` overrides)."""
+    return Path(os.environ.get("SPARSEINST_CACHE", REPO_ROOT / ".cache"))
+
+
+class LocalService(abc.ABC):
+    """Owns one server process; subclasses implement :meth:`start`."""
+
+    name = "service"
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def scratch_dir(self, given: Path | None) -> Path:
+        """``given``, or a temporary folder removed on :meth:`stop`."""
+        if given is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"sparseinst-{self.name}-")
+            given = Path(self._tmp.name)
+        given.mkdir(parents=True, exist_ok=True)
+        return given
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @abc.abstractmethod
+    def start(self) -> Self:
+        """Start the server and return once it is ready."""
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.terminate()  # SIGTERM: both servers shut down cleanly on it
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
