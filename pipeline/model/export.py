@@ -71,6 +71,7 @@ def export_onnx(
     # Fixed spatial sizes are the point of a profile: the tracer's "treated as a constant" warnings are expected.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
         torch.onnx.export(
             wrapper,
             (dummy,),
