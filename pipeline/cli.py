@@ -48,8 +48,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import json as _json
-
     from pipeline.data.coco import iter_coco_images, synthetic_coco
     from pipeline.data.evaluate import evaluate_masks
     from pipeline.model.shipped import load_predictor
@@ -58,7 +56,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.coco_json:
         if not args.images_dir:
             raise PipelineError("--coco-json needs --images-dir")
-        gt = _json.loads(Path(args.coco_json).read_text())
+        gt = json.loads(Path(args.coco_json).read_text())
         images = iter_coco_images(args.coco_json, args.images_dir)
     else:
         gt, pixels = synthetic_coco(args.synthetic_seed, args.num_images)
