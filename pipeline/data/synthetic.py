@@ -169,8 +169,11 @@ def random_scenery(rng: np.random.Generator) -> Scenery:
         z = -250.0
         while z < 250:
             length = rng.uniform(8, 30)
+            # the order of the draws defines the data set: keep it when editing
+            x = sign * rng.uniform(12, 20)
+            height = rng.uniform(5, 25)
             colour = tuple(int(c) for c in rng.uniform(60, 200, 3))
-            buildings.append((sign * rng.uniform(12, 20), z, length, rng.uniform(5, 25), colour))
+            buildings.append((x, z, length, height, colour))
             z += length + rng.uniform(1, 12)
     day = rng.random()
     sky = (170, 200, 230) if day > 0.3 else (70, 80, 110)
