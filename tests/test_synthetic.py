@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,13 @@ def test_coco_export_round_trips_and_scores_perfect_predictions_at_one():
     assert score_coco(gt, perfect, 5).ap == pytest.approx(1.0)
     shifted = [{**a, "score": 1.0, "category_id": 3 if a["category_id"] != 3 else 1} for a in gt["annotations"]]
     assert score_coco(gt, shifted, 5).ap < 0.5
+
+
+def test_the_training_data_definition_does_not_drift():
+    """The shipped model was trained on seed 1; its masks and classes must stay exactly what they were."""
+    digest = hashlib.sha256()
+    for index in range(3):
+        for inst in synthetic_image(1, index).instances:
+            digest.update(np.packbits(inst.mask).tobytes())
+            digest.update(bytes([inst.category]))
+    assert digest.hexdigest() == "8a2659c12d112f6f2e7f80313fcfb1523e19bc0003fc1804f9a2c32fd6c2c0b0"
