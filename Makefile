@@ -25,8 +25,8 @@ demo: setup
 	$(CLI) demo
 
 lint: setup
-	$(VENV)/bin/ruff check pipeline consumers tests
-	$(VENV)/bin/ruff format --check pipeline consumers tests
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench-model: setup
 	$(CLI) bench model --json runs/bench_model.json

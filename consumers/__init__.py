@@ -1,1 +1,0 @@
-"""Kafka consumers that turn per-frame detections into events (tracking, zones, lines, alerts)."""
