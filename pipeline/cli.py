@@ -14,7 +14,6 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 
-log = logging.getLogger("pipeline")
 DEFAULT_PROFILES = [(384, 640), (640, 640)]  # serving input sizes: 16:9 frames padded, and square
 
 
@@ -140,6 +139,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- data
+
+
+def cmd_export_coco(args: argparse.Namespace) -> int:
+    from pipeline.data.coco import write_synthetic_coco
+
+    path = write_synthetic_coco(args.out, args.seed, args.num_images)
+    print(f"wrote {args.num_images} images to {args.out / 'images'} and their annotations to {path}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- bench / demo
 
 
@@ -230,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--min-size", type=int)
     pr.add_argument("--max-size", type=int)
     pr.set_defaults(func=cmd_predict)
+
+    data = sub.add_parser("data", help="synthetic data sets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    xc = dsub.add_parser("export-coco", help="write a synthetic set as COCO json (RLE masks) plus JPEG images")
+    xc.add_argument("--seed", type=int, required=True, help="data set seed (training used 1 and 3)")
+    xc.add_argument("--num-images", type=int, default=100)
+    xc.add_argument("--out", type=Path, required=True, help="output folder")
+    xc.set_defaults(func=cmd_export_coco)
 
     bench = sub.add_parser("bench", help="benchmarks that print measured figures")
     bsub = bench.add_subparsers(dest="bench_command", required=True)

@@ -63,3 +63,14 @@ def test_demo_writes_a_report_and_a_summary(tmp_path):
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "report.html").read_text().count("<img") >= 2
     assert '"frames": 10' in summary.read_text()
+
+
+@pytest.mark.slow
+def test_an_exported_coco_set_evaluates_through_the_coco_path(tmp_path):
+    out = run_cli("data", "export-coco", "--seed", "31", "--num-images", "4", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert len(list((tmp_path / "images").glob("*.jpg"))) == 4
+    ev = run_cli("model", "eval", "--coco-json", str(tmp_path / "annotations.json"), "--images-dir",
+                 str(tmp_path / "images"))  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
+    assert re.fullmatch(r"AP=\S+ AP50=\S+ AP75=\S+", ev.stdout.strip().splitlines()[-1])

@@ -21,7 +21,6 @@ CLASS_INDEX = {name: i for i, name in enumerate(COCO_CLASSES)}
 
 # The classes the synthetic simulator draws (a driving-scene subset of COCO).
 SCENE_CLASSES = ("person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light")
-VULNERABLE_CLASSES = ("person", "bicycle", "motorcycle")
 
 
 def class_name(index: int) -> str:

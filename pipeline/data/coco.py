@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -35,14 +34,6 @@ def decode_rle(rle: dict) -> np.ndarray:
 
 def categories(names: Iterable[str] = COCO_CLASSES) -> list[dict]:
     return [{"id": COCO_IDS[CLASS_INDEX[n]], "name": n} for n in names]
-
-
-@dataclass
-class Sample:
-    image_id: int
-    image: np.ndarray  # RGB uint8
-    labels: np.ndarray  # (K,) contiguous class indices
-    masks: np.ndarray  # (K, H, W) bool
 
 
 def synthetic_coco(seed: int, num_images: int, width: int = 640, height: int = 360) -> tuple[dict, list[np.ndarray]]:
