@@ -20,22 +20,21 @@ def draw_instances(
     masks: np.ndarray,
     classes: np.ndarray,
     scores: np.ndarray | None = None,
-    labels: list[str] | None = None,
     *,
     alpha: float = 0.5,
 ) -> np.ndarray:
-    """RGB image with each mask tinted, outlined and labelled with class (and score or a given label)."""
+    """RGB image with each mask tinted, outlined and labelled with its class (and score)."""
     out = image.copy()
     for i, mask in enumerate(masks):
         if not mask.any():
             continue
-        colour = colour_for(i if labels is None else hash(labels[i]) % 10_000)
+        colour = colour_for(i)
         out[mask] = (out[mask] * (1 - alpha) + np.asarray(colour) * alpha).astype(np.uint8)
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, colour, 1)
         ys, xs = np.nonzero(mask)
-        text = labels[i] if labels is not None else class_name(int(classes[i]))
-        if scores is not None and labels is None:
+        text = class_name(int(classes[i]))
+        if scores is not None:
             text += f" {scores[i]:.2f}"
         cv2.putText(out, text, (int(xs.min()), max(int(ys.min()) - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
                     (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip

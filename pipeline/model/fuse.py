@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from pipeline.model.backbone import ConvNorm, FrozenBatchNorm2d
+from pipeline.model.backbone import ConvNorm, FrozenBatchNorm2d, norm_affine
 
 
 @torch.no_grad()
@@ -15,13 +15,9 @@ def fold_norms(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every conv's norm folded into the conv's weight and bias."""
     model = copy.deepcopy(model).eval()
     for module in model.modules():
-        if not isinstance(module, ConvNorm) or isinstance(module.norm, nn.Identity):
+        if not isinstance(module, ConvNorm) or not isinstance(module.norm, FrozenBatchNorm2d | nn.BatchNorm2d):
             continue
-        norm = module.norm
-        if not isinstance(norm, FrozenBatchNorm2d | nn.BatchNorm2d):
-            continue
-        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-        shift = norm.bias - norm.running_mean * scale
+        scale, shift = norm_affine(module.norm)
         module.weight.mul_(scale.reshape(-1, 1, 1, 1))
         module.bias = nn.Parameter(shift.clone())
         module.norm = nn.Identity()
