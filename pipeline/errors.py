@@ -19,3 +19,19 @@ class ExportError(PipelineError):
 
 class GPUUnavailableError(PipelineError):
     """The operation needs a CUDA GPU (and its libraries) that this host lacks."""
+
+
+class InferenceError(PipelineError):
+    """The inference server refused or failed a request."""
+
+
+class InvalidRequestError(InferenceError):
+    """The request itself is bad (corrupt or oversized frame, empty batch, wrong type); retrying will not help."""
+
+
+class ServerUnavailableError(InferenceError):
+    """The inference server could not be reached, even after the retries."""
+
+
+class InferenceTimeoutError(InferenceError):
+    """A request did not complete within its deadline."""

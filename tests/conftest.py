@@ -51,3 +51,34 @@ def official_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 @pytest.fixture(scope="session")
 def reference() -> dict[str, dict[str, np.ndarray]]:
     return {arch: dict(np.load(FIXTURES / f"reference_{arch}_a.npz")) for arch in SEED_HASHES}
+
+
+# Real services, started once per test session on loopback and free ports.
+
+
+@pytest.fixture(scope="session")
+def kafka():
+    from pipeline.local.kafka import LocalKafka
+
+    with LocalKafka() as broker:
+        yield broker
+
+
+SERVING_SCORE_THRESHOLD = 0.3
+
+
+@pytest.fixture(scope="session")
+def cpu_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CPU-profile model repository of the shipped model, rendered by the project's own builder."""
+    from pipeline.serving.repository import RepositoryOptions, build_repository
+
+    out = tmp_path_factory.mktemp("model_repository")
+    return build_repository(out, "cpu", options=RepositoryOptions(score_threshold=SERVING_SCORE_THRESHOLD))
+
+
+@pytest.fixture(scope="session")
+def triton(cpu_repository: Path):
+    from pipeline.local.triton import LocalTriton, LocalTritonConfig
+
+    with LocalTriton(LocalTritonConfig(model_repository=cpu_repository)) as server:
+        yield server

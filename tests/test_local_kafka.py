@@ -13,12 +13,6 @@ from pipeline.local.kafka import LocalKafka
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def kafka():
-    with LocalKafka() as broker:
-        yield broker
-
-
 def _consume(bootstrap: str, topic: str, expected: int, isolation: str = "read_committed") -> list[bytes]:
     consumer = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", isolation_level=isolation,

@@ -38,7 +38,7 @@ instance_group [ { kind: KIND_CPU, count: 1 } ]
 
 
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory):
+def scale_server(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     (repo / "scale" / "1").mkdir(parents=True)
     (repo / "scale" / "1" / "model.py").write_text(textwrap.dedent(SCALE_MODEL))
@@ -47,21 +47,21 @@ def triton(tmp_path_factory):
         yield server
 
 
-def test_serves_a_python_backend_model_over_http_and_grpc(triton):
+def test_serves_a_python_backend_model_over_http_and_grpc(scale_server):
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
-    http = httpclient.InferenceServerClient(triton.http_url)
+    http = httpclient.InferenceServerClient(scale_server.http_url)
     inp = httpclient.InferInput("X", list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
     np.testing.assert_array_equal(http.infer("scale", [inp]).as_numpy("Y"), x * 2)
-    grpc = grpcclient.InferenceServerClient(triton.grpc_url)
+    grpc = grpcclient.InferenceServerClient(scale_server.grpc_url)
     ginp = grpcclient.InferInput("X", list(x.shape), "FP32")
     ginp.set_data_from_numpy(x)
     np.testing.assert_array_equal(grpc.infer("scale", [ginp]).as_numpy("Y"), x * 2)
 
 
-def test_binds_loopback_and_reports_model_ready(triton):
-    assert triton.http_url.startswith("127.0.0.1:") and triton.grpc_url.startswith("127.0.0.1:")
-    assert httpclient.InferenceServerClient(triton.http_url).is_model_ready("scale")
+def test_binds_loopback_and_reports_model_ready(scale_server):
+    assert scale_server.http_url.startswith("127.0.0.1:") and scale_server.grpc_url.startswith("127.0.0.1:")
+    assert httpclient.InferenceServerClient(scale_server.http_url).is_model_ready("scale")
 
 
 def test_a_model_that_fails_to_load_is_reported_with_its_reason(tmp_path):

@@ -135,16 +135,19 @@ class LocalTriton(LocalService):
         return self
 
     def _ready(self) -> bool:
-        """Ready, or settled with a model that failed to load (then raise with Triton's reason)."""
+        """Ready with every model loaded, or settled with one that failed (then raise with Triton's reason)."""
         try:
             with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as resp:
-                return resp.status == 200
+                ready = resp.status == 200
         except urllib.error.HTTPError:
-            pass  # live but not ready: look at the models
-        failed = {m["name"]: m.get("reason", "") for m in self.models() if m.get("state") == "UNAVAILABLE"}
-        if failed and not any(m.get("state") == "LOADING" for m in self.models()):
+            ready = False  # live but not ready: look at the models
+        models = self.models()
+        if any(m.get("state") == "LOADING" for m in models):
+            return False
+        failed = {m["name"]: m.get("reason", "") for m in models if m.get("state") == "UNAVAILABLE"}
+        if failed:
             raise ModelLoadError("; ".join(f"{name}: {reason}" for name, reason in failed.items()))
-        return False
+        return ready
 
     def models(self) -> list[dict]:
         """The repository index: name, version, state and reason of every model Triton knows."""

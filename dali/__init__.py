@@ -1,0 +1,1 @@
+"""DALI pipeline definitions: written once, serialized for the GPU profile, run on CPU operators elsewhere."""

@@ -1,0 +1,52 @@
+"""Wire schemas shared by the producer side and the consumers (consumers import this, never the reverse).
+
+Every message carries ``schema_version``; a consumer refuses versions it does not know.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class RleMask(BaseModel):
+    """A COCO run-length-encoded mask (column-major runs, ``counts`` as the compressed string)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: tuple[int, int] = Field(description="(height, width) of the frame")
+    counts: str
+
+
+class Detection(BaseModel):
+    """One instance in one frame (no track id: tracking is the consumers' job)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    class_id: int = Field(ge=0, description="contiguous 0-based COCO class index")
+    class_name: str
+    score: float = Field(ge=0.0, le=1.0)
+    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in frame pixels")
+    area: int = Field(ge=0, description="mask pixels")
+    mask: RleMask
+    query: int = Field(ge=0, description="the model query that produced it")
+
+
+class FrameDetections(BaseModel):
+    """Everything the model found in one frame: the ``detections`` topic's message (key = camera id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    camera_id: str = Field(min_length=1)
+    vehicle_id: str | None = None
+    frame_index: int = Field(ge=0)
+    capture_time: float = Field(description="seconds since the epoch (or stream start) when the frame was taken")
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    model_name: str
+    model_version: str
+    instances: list[Detection]

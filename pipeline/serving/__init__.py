@@ -1,0 +1,1 @@
+"""Serving: the tensor contract, the Triton model repository, and the inference client."""

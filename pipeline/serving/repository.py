@@ -1,0 +1,210 @@
+"""Render the Triton model repository for a target profile from one description.
+
+Both profiles have the same four models with the same tensors (``pipeline.serving.contract``):
+
+=============  ===========================================  ===========================================
+model          gpu (production, NGC Triton image)           cpu (local, the ``nvidia-pytriton`` server)
+=============  ===========================================  ===========================================
+preprocess     DALI backend, ``model.dali`` (nvJPEG)        Python backend running the same DALI
+                                                            pipeline on DALI's CPU operators
+sparseinst     ``tensorrt_plan``, ``model.plan``            Python backend, ONNX Runtime, ``model.onnx``
+postprocess    Python backend (numpy)                       the same
+ensemble       ``sparseinst_pipeline``                      the same
+=============  ===========================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.errors import PipelineError
+from pipeline.serving import contract
+from pipeline.serving.contract import ModelSpec, Tensor
+
+log = logging.getLogger(__name__)
+
+Target = Literal["cpu", "gpu"]
+SPEC_FILE = "model_spec.json"  # kept at the repository root: what was rendered, for clients and tools
+
+
+class RepositoryOptions(BaseModel):
+    """What an operator may tune when rendering a repository."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score_threshold: float = Field(0.3, ge=0.0, lt=1.0, description="instances scoring at or below are dropped")
+    mask_threshold: float = Field(0.45, gt=0.0, lt=1.0)
+    max_batch: int = Field(contract.MAX_BATCH, ge=1, le=256)
+    preferred_batch_sizes: tuple[int, ...] = (4, 8)
+    max_queue_delay_us: int = Field(2000, ge=0, description="how long the batcher waits to fill a batch")
+    network_instances: int = Field(1, ge=1)
+    postprocess_instances: int = Field(2, ge=1)
+    cpu_threads: int = Field(2, ge=0, description="threads per CPU model instance (DALI, ONNX Runtime); 0 = all")
+
+
+def _tensor_block(kind: str, tensors: tuple[Tensor, ...]) -> str:
+    items = ",\n".join(
+        f'  {{\n    name: "{t.name}"\n    data_type: TYPE_{t.dtype}\n    dims: [ {", ".join(map(str, t.dims))} ]\n  }}'
+        for t in tensors
+    )
+    return f"{kind} [\n{items}\n]\n"
+
+
+def _parameters(params: dict[str, object]) -> str:
+    return "".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in params.items())
+
+
+def _batching(options: RepositoryOptions) -> str:
+    sizes = ", ".join(str(s) for s in options.preferred_batch_sizes if s <= options.max_batch)
+    return (f"dynamic_batching {{\n  preferred_batch_size: [ {sizes} ]\n"
+            f"  max_queue_delay_microseconds: {options.max_queue_delay_us}\n}}\n")  # fmt: skip
+
+
+def _instances(kind: str, count: int) -> str:
+    return f"instance_group [ {{ kind: {kind} count: {count} }} ]\n"
+
+
+def _floats(values: tuple[float, ...]) -> str:
+    return ",".join(repr(float(v)) for v in values)
+
+
+def render_configs(spec: ModelSpec, target: Target, options: RepositoryOptions | None = None) -> dict[str, str]:
+    """``{model name: config.pbtxt text}`` for the target profile."""
+    options = options or RepositoryOptions()
+    io = contract.models(spec)
+    head = lambda name: f'name: "{name}"\n'  # noqa: E731
+    batch = f"max_batch_size: {options.max_batch}\n"
+    body = lambda name: _tensor_block("input", io[name].inputs) + _tensor_block("output", io[name].outputs)  # noqa: E731
+
+    if target == "gpu":
+        pre = head(contract.PREPROCESS) + 'backend: "dali"\n' + batch + body(contract.PREPROCESS)
+        pre += _batching(options) + _instances("KIND_GPU", 1)
+        net = head(contract.NETWORK) + 'platform: "tensorrt_plan"\n' + batch + body(contract.NETWORK)
+        net += _batching(options) + _instances("KIND_GPU", options.network_instances)
+    elif target == "cpu":
+        pre = head(contract.PREPROCESS) + 'backend: "python"\n' + batch + body(contract.PREPROCESS)
+        pre += _instances("KIND_CPU", 1) + _parameters({
+            "min_size": spec.min_size, "max_size": spec.max_size,
+            "input_height": spec.input_height, "input_width": spec.input_width,
+            "pixel_mean": _floats(spec.pixel_mean), "pixel_std": _floats(spec.pixel_std),
+            "max_batch": options.max_batch, "threads": options.cpu_threads,
+        })  # fmt: skip
+        net = head(contract.NETWORK) + 'backend: "python"\n' + batch + body(contract.NETWORK)
+        net += _batching(options) + _instances("KIND_CPU", options.network_instances)
+        net += _parameters({"onnx_file": "model.onnx", "threads": options.cpu_threads})
+    else:
+        raise PipelineError(f"unknown target {target!r}; expected 'cpu' or 'gpu'")
+
+    post = head(contract.POSTPROCESS) + 'backend: "python"\n' + batch + body(contract.POSTPROCESS)
+    post += _instances("KIND_CPU", options.postprocess_instances) + _parameters({
+        "score_threshold": options.score_threshold, "mask_threshold": options.mask_threshold,
+        "mask_stride": spec.mask_stride,
+    })  # fmt: skip
+
+    steps = []
+    for model, inputs, outputs in contract.ensemble_steps(spec):
+        maps = "".join(f'      input_map {{ key: "{k}" value: "{v}" }}\n' for k, v in inputs.items())
+        maps += "".join(f'      output_map {{ key: "{k}" value: "{v}" }}\n' for k, v in outputs.items())
+        steps.append(f'    {{\n      model_name: "{model}"\n      model_version: -1\n{maps}    }}')
+    ens = head(contract.ENSEMBLE) + 'platform: "ensemble"\n' + batch + body(contract.ENSEMBLE)
+    ens += "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
+    return {contract.PREPROCESS: pre, contract.NETWORK: net, contract.POSTPROCESS: post, contract.ENSEMBLE: ens}
+
+
+# The Python-backend models of a repository are one-line re-exports of the package's implementations,
+# so a repository never holds a second copy of the code.
+PYTHON_MODELS: dict[Target, dict[str, str]] = {
+    "cpu": {
+        contract.PREPROCESS: "pipeline.serving.backends.preprocess",
+        contract.NETWORK: "pipeline.serving.backends.network",
+        contract.POSTPROCESS: "pipeline.serving.backends.postprocess",
+    },
+    "gpu": {contract.POSTPROCESS: "pipeline.serving.backends.postprocess"},
+}
+
+
+def preprocess_params(spec: ModelSpec) -> dict[str, object]:
+    """The keyword arguments of ``dali.preprocess.preprocess_graph`` for this model."""
+    keys = ("min_size", "max_size", "input_height", "input_width", "pixel_mean", "pixel_std")
+    return {k: getattr(spec, k) for k in keys}
+
+
+def write_repository(out: Path, spec: ModelSpec, target: Target, options: RepositoryOptions | None = None) -> Path:
+    """Write configs, version folders, ``model.py`` files and the spec; model binaries are added separately."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in render_configs(spec, target, options).items():
+        version = out / name / "1"
+        version.mkdir(parents=True, exist_ok=True)
+        (out / name / "config.pbtxt").write_text(text)
+        module = PYTHON_MODELS[target].get(name)
+        if module:
+            header = f'"""Triton Python-backend model: see {module}."""\n\n'
+            (version / "model.py").write_text(f"{header}from {module} import TritonPythonModel  # noqa: F401\n")
+    if target == "gpu":
+        params = {**preprocess_params(spec), "max_batch": (options or RepositoryOptions()).max_batch}
+        (out / contract.PREPROCESS / "1" / "preprocess.json").write_text(json.dumps(params, indent=2) + "\n")
+    (out / SPEC_FILE).write_text(spec.model_dump_json(indent=2) + "\n")
+    return out
+
+
+def read_spec(repository: Path) -> ModelSpec:
+    path = Path(repository) / SPEC_FILE
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: render the repository with 'sparseinst-pipeline repo build'")
+    return ModelSpec.model_validate_json(path.read_text())
+
+
+def spec_for_checkpoint(weights: Path | None = None, arch: str | None = None) -> tuple[ModelSpec, object]:
+    """The serving spec of a checkpoint (default: the shipped model) and the loaded network."""
+    from pipeline.model.checkpoint import checkpoint_meta, load_model
+    from pipeline.model.shipped import SHIPPED_WEIGHTS
+
+    path = Path(weights) if weights else SHIPPED_WEIGHTS
+    model = load_model(path, arch)
+    size = checkpoint_meta(path).get("input_size") or {}
+    min_size, max_size = int(size.get("min_size", 640)), int(size.get("max_size", 853))
+    # The fixed input holds a landscape frame at the official size: short side min_size, long side <= max_size.
+    up = lambda v: -(-v // model.info.size_divisibility) * model.info.size_divisibility  # noqa: E731
+    spec = ModelSpec(
+        name=model.info.arch, min_size=min_size, max_size=max_size,
+        input_height=up(min_size), input_width=up(max_size),
+        num_queries=model.info.num_queries, num_classes=model.info.num_classes,
+        pixel_mean=model.info.pixel_mean, pixel_std=model.info.pixel_std,
+    )  # fmt: skip
+    return spec, model
+
+
+def build_repository(
+    out: Path,
+    target: Target,
+    *,
+    weights: Path | None = None,
+    arch: str | None = None,
+    options: RepositoryOptions | None = None,
+) -> Path:
+    """A complete repository for ``target`` from a checkpoint (default: the shipped small model).
+
+    CPU: configs plus ``sparseinst/1/model.onnx``; ready to serve. GPU: configs, the ONNX file the
+    engine is built from, and ``preprocess.json``; ``model.plan`` and ``model.dali`` are built on the
+    GPU host (``model build-engine`` and ``python -m dali.serialize``), here too when CUDA is present.
+    """
+    from pipeline.model.export import export_onnx
+
+    spec, model = spec_for_checkpoint(weights, arch)
+    if out.exists():
+        for name in (contract.PREPROCESS, contract.NETWORK, contract.POSTPROCESS, contract.ENSEMBLE):
+            shutil.rmtree(out / name, ignore_errors=True)
+    write_repository(out, spec, target, options)
+    onnx_path = out / contract.NETWORK / "1" / "model.onnx"
+    report = export_onnx(model, onnx_path, height=spec.input_height, width=spec.input_width)  # type: ignore[arg-type]
+    log.info("ONNX %s verified against PyTorch: %s", onnx_path, report.max_abs_diff)
+    if target == "gpu":
+        log.info("GPU profile: build %s/sparseinst/1/model.plan with 'sparseinst-pipeline model build-engine' and "
+                 "%s/preprocess/1/model.dali with 'python -m dali.serialize' on the GPU host", out, out)  # fmt: skip
+    return out
