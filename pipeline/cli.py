@@ -161,6 +161,68 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_serving(args: argparse.Namespace) -> int:
+    from pipeline.bench.serving import bench_serving
+
+    bench_serving(requests=args.requests, threads=args.threads, weights=args.weights, json_path=args.json)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- serving
+
+
+def cmd_repo_build(args: argparse.Namespace) -> int:
+    from pipeline.serving.repository import RepositoryOptions, build_repository
+
+    options = RepositoryOptions(score_threshold=args.score_threshold, max_batch=args.max_batch,
+                                cpu_threads=args.threads)  # fmt: skip
+    out = build_repository(args.out, args.target, weights=args.weights, arch=args.arch, options=options)
+    print(f"wrote the {args.target} model repository to {out}")
+    if args.target == "gpu":
+        print("on the GPU host, add the engine and the DALI pipeline:\n"
+              f"  sparseinst-pipeline model build-engine --onnx {out}/sparseinst/1/model.onnx "
+              f"--out {out}/sparseinst/1/model.plan\n"
+              f"  python -m dali.serialize --params {out}/preprocess/1/preprocess.json "
+              f"--out {out}/preprocess/1/model.dali")  # fmt: skip
+    return 0
+
+
+def _settings(args: argparse.Namespace):
+    from pipeline.config import load_settings
+
+    return load_settings(args.config)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from pipeline.local.stack import up
+
+    info = up(_settings(args))
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from pipeline.local.stack import down
+
+    stopped = down(_settings(args))
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.local.stack import status
+
+    info = status(_settings(args))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for name, address in (("kafka", info["kafka_bootstrap"]), ("triton", info["triton_grpc"])):
+            entry = info[name]
+            state = "running" if entry["running"] else "not running"
+            print(f"{name:<7} {entry['mode']:<9} {state:<12} {address or '-'}")
+    return 0 if info["kafka"]["running"] and info["triton"]["running"] else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.model.shipped import load_predictor
     from pipeline.preview import run_preview
@@ -259,6 +321,36 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
     bm.set_defaults(func=cmd_bench_model)
 
+    bs = bsub.add_parser("serving", help="fps and p50/p99 latency through the CPU ensemble vs ONNX Runtime alone")
+    bs.add_argument("--requests", type=int, default=20, help="timed requests per batch size")
+    bs.add_argument("--threads", type=int, default=2, help="threads for ONNX Runtime, in and out of the server")
+    bs.add_argument("--weights", type=Path, help="checkpoint (default: the shipped small model)")
+    bs.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
+    bs.set_defaults(func=cmd_bench_serving)
+
+    repo = sub.add_parser("repo", help="the Triton model repository")
+    rsub = repo.add_subparsers(dest="repo_command", required=True)
+    rb = rsub.add_parser("build", help="render the model repository for the cpu or gpu profile from a checkpoint")
+    rb.add_argument("--target", choices=("cpu", "gpu"), required=True)
+    rb.add_argument("--out", type=Path, required=True, help="repository folder (its four models are replaced)")
+    rb.add_argument("--weights", type=Path, help="checkpoint (default: the shipped small model)")
+    rb.add_argument("--arch", choices=archs)
+    rb.add_argument("--score-threshold", type=float, default=0.3, help="instances at or below are dropped")
+    rb.add_argument("--max-batch", type=int, default=32)
+    rb.add_argument("--threads", type=int, default=2, help="threads per CPU model instance")
+    rb.set_defaults(func=cmd_repo_build)
+
+    for name, func, text in (
+        ("up", cmd_up, "start the embedded Kafka and Triton in the background (skips external ones)"),
+        ("down", cmd_down, "stop what 'up' started"),
+        ("status", cmd_status, "addresses and liveness of Kafka and Triton (exit 1 if one is down)"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("--config", type=Path, help="settings YAML (kafka.bootstrap, triton.grpc_url, local.*)")
+        if name == "status":
+            sp.add_argument("--json", action="store_true", help="machine-readable: kafka_bootstrap, triton_http, ...")
+        sp.set_defaults(func=func)
+
     demo = sub.add_parser("demo", help="run the shipped model on synthetic multi-camera traffic and write a report")
     demo.add_argument("--cameras", type=int, default=4, choices=range(1, 5), metavar="N", help="cameras (1-4)")
     demo.add_argument("--seconds", type=float, default=3.0)
@@ -274,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.WARNING)  # chatty client
     try:
         return int(args.func(args) or 0)
     except PipelineError as exc:

@@ -11,25 +11,24 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from pipeline import rle
 from pipeline.data.classes import CLASS_INDEX, COCO_CLASSES, COCO_IDS, SCENE_CLASSES
 from pipeline.data.synthetic import synthetic_image
 
 
 def encode_rle(mask: np.ndarray) -> dict:
     """(H, W) bool -> COCO RLE with a str ``counts`` (JSON-ready)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
+    return rle.encode(mask)
 
 
-def _rle_bytes(rle: dict) -> dict:
-    counts = rle["counts"]
-    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+def _rle_bytes(rle_dict: dict) -> dict:
+    counts = rle_dict["counts"]
+    return {"size": rle_dict["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
-def decode_rle(rle: dict) -> np.ndarray:
+def decode_rle(rle_dict: dict) -> np.ndarray:
     """COCO RLE (str or bytes ``counts``) -> (H, W) bool."""
-    return mask_utils.decode(_rle_bytes(rle)).astype(bool)
+    return rle.decode(rle_dict)
 
 
 def categories(names: Iterable[str] = COCO_CLASSES) -> list[dict]:
@@ -45,14 +44,14 @@ def synthetic_coco(seed: int, num_images: int, width: int = 640, height: int = 3
         images.append({"id": image_id, "file_name": f"{seed}_{idx:06d}.jpg", "height": height, "width": width})
         pixels.append(frame.image)
         for inst in frame.instances:
-            rle = encode_rle(inst.mask)
-            raw = _rle_bytes(rle)
+            segm = encode_rle(inst.mask)
+            raw = _rle_bytes(segm)
             annotations.append(
                 {
                     "id": len(annotations) + 1,
                     "image_id": image_id,
                     "category_id": COCO_IDS[inst.category],
-                    "segmentation": rle,
+                    "segmentation": segm,
                     "area": float(mask_utils.area(raw)),
                     "bbox": [float(v) for v in mask_utils.toBbox(raw)],
                     "iscrowd": 0,

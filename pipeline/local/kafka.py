@@ -123,7 +123,7 @@ class LocalKafka(LocalService):
             if fmt.returncode != 0:
                 raise ServiceError(f"formatting Kafka storage failed: {fmt.stderr[-2000:] or fmt.stdout[-2000:]}")
         out = open(self.data_dir / "broker.stdout", "ab")  # noqa: SIM115 - owned by the child process
-        self.process = subprocess.Popen(self._java("kafka.Kafka", str(props), heap=True), stdout=out, stderr=out)
+        self.spawn(self._java("kafka.Kafka", str(props), heap=True), out)
         log.info("starting Kafka on %s (data in %s)", self.bootstrap, self.data_dir)
         try:
             wait_until(self._ready, timeout_s=self.config.startup_timeout_s, what=f"Kafka on {self.bootstrap}",

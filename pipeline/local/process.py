@@ -7,7 +7,7 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Self
+from typing import IO, Self
 
 from pipeline.errors import PipelineError
 
@@ -32,6 +32,19 @@ class LocalService(abc.ABC):
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.background = False  # own session: survives the starting process (``up``), immune to its Ctrl-C
+
+    def spawn(self, cmd: list[str], out: IO[bytes], env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=self.background)  # fmt: skip
+
+    def detach(self) -> int:
+        """Leave the server running after this object is gone; returns its pid."""
+        if not self.alive():
+            raise ServiceError(f"{self.name} is not running")
+        assert self.process is not None
+        pid, self.process, self._tmp = self.process.pid, None, None
+        return pid
 
     def scratch_dir(self, given: Path | None) -> Path:
         """``given``, or a temporary folder removed on :meth:`stop`."""

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -120,7 +119,7 @@ class LocalTriton(LocalService):
         libs = _pytriton_server_dir().parent.parent / "nvidia_pytriton.libs"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
         out = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
-        self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.spawn(self.command(), out, env)
         log.info("starting Triton (HTTP %s, gRPC %s) on %s", self.http_url, self.grpc_url, c.model_repository)
         try:
             wait_until(self._ready, timeout_s=c.startup_timeout_s, what=f"Triton on {self.http_url}",

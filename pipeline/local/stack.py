@@ -1,0 +1,165 @@
+"""``up`` / ``down`` / ``status``: the embedded Kafka and Triton as background services.
+
+``up`` starts what the settings do not point elsewhere, waits until both are ready, records
+them in ``<state_dir>/stack.json`` and returns, leaving them running. ``down`` stops what that
+file records. ``status`` reports addresses and liveness for local and external services alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Settings
+from pipeline.local.kafka import LocalKafka, LocalKafkaConfig
+from pipeline.local.ports import port_open
+from pipeline.local.process import ServiceError
+from pipeline.local.triton import LocalTriton, LocalTritonConfig
+
+log = logging.getLogger(__name__)
+
+
+def state_file(settings: Settings) -> Path:
+    return settings.local.state_dir / "stack.json"
+
+
+def read_state(settings: Settings) -> dict[str, Any]:
+    path = state_file(settings)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is not a running server
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
+
+
+def ensure_repository(settings: Settings) -> Path:
+    """The repository the embedded Triton serves; the CPU profile of the configured model, built once."""
+    from pipeline.serving.repository import SPEC_FILE, RepositoryOptions, build_repository
+
+    repo = settings.local.repository
+    if settings.local.model_repository is None and not (repo / SPEC_FILE).is_file():
+        log.info("building the CPU-profile model repository in %s (once)", repo)
+        build_repository(repo, "cpu", weights=settings.local.weights,
+                         options=RepositoryOptions(score_threshold=settings.local.score_threshold))  # fmt: skip
+    return repo
+
+
+def up(settings: Settings) -> dict[str, Any]:
+    """Start the embedded services that are not configured as external, in the background."""
+    state = read_state(settings)
+    state_dir = settings.local.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    started: list[Any] = []
+    try:
+        if settings.kafka.bootstrap is None and not _pid_alive(state.get("kafka", {}).get("pid")):
+            kafka = LocalKafka(LocalKafkaConfig(data_dir=state_dir / "kafka"))
+            kafka.background = True
+            kafka.start()
+            started.append(kafka)
+            state["kafka"] = {"pid": kafka.process.pid, "bootstrap": kafka.bootstrap,  # type: ignore[union-attr]
+                              "log": str(kafka.log_path)}  # fmt: skip
+        if settings.triton.grpc_url is None and not _pid_alive(state.get("triton", {}).get("pid")):
+            repo = ensure_repository(settings)
+            triton = LocalTriton(LocalTritonConfig(model_repository=repo, log_dir=state_dir / "triton"))
+            triton.background = True
+            triton.start()
+            started.append(triton)
+            state["triton"] = {"pid": triton.process.pid, "http": triton.http_url,  # type: ignore[union-attr]
+                               "grpc": triton.grpc_url, "repository": str(repo),
+                               "log": str(triton.log_path)}  # fmt: skip
+    except BaseException:
+        for service in started:  # all or nothing: do not leave half a stack behind
+            service.stop()
+        raise
+    for service in started:
+        service.detach()
+    state_file(settings).write_text(json.dumps(state, indent=2) + "\n")
+    return status(settings)
+
+
+def _stop_pid(pid: int, timeout_s: float = 30.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop the services ``up`` started; returns their names."""
+    state = read_state(settings)
+    stopped = []
+    for name in ("triton", "kafka"):  # Triton first: nothing of ours depends on it being up for Kafka
+        entry = state.get(name)
+        if entry and _pid_alive(entry.get("pid")):
+            _stop_pid(int(entry["pid"]))
+            stopped.append(name)
+    state_file(settings).unlink(missing_ok=True)
+    return stopped
+
+
+def _http_ready(http: str | None) -> bool:
+    if not http:
+        return False
+    try:
+        with urllib.request.urlopen(f"http://{http}/v2/health/ready", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _reachable(address: str | None) -> bool:
+    if not address:
+        return False
+    host, _, port = address.split(",")[0].rpartition(":")
+    return bool(port.isdigit()) and port_open(host or "127.0.0.1", int(port))
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """Addresses (``kafka_bootstrap``, ``triton_http``, ``triton_grpc``) and whether each service answers."""
+    state = read_state(settings)
+    k, t = state.get("kafka", {}), state.get("triton", {})
+    kafka_external = settings.kafka.bootstrap is not None
+    triton_external = settings.triton.grpc_url is not None
+    bootstrap = settings.kafka.bootstrap if kafka_external else k.get("bootstrap")
+    grpc = settings.triton.grpc_url if triton_external else t.get("grpc")
+    http = settings.triton.http_url if triton_external else t.get("http")
+    return {
+        "kafka_bootstrap": bootstrap,
+        "triton_http": http,
+        "triton_grpc": grpc,
+        "kafka": {"mode": "external" if kafka_external else "embedded", "running": _reachable(bootstrap),
+                  "pid": None if kafka_external else k.get("pid"), "log": k.get("log")},
+        "triton": {"mode": "external" if triton_external else "embedded",
+                   "running": _http_ready(http) if http else _reachable(grpc),
+                   "pid": None if triton_external else t.get("pid"), "log": t.get("log"),
+                   "repository": t.get("repository")},
+    }  # fmt: skip
+
+
+def require_running(settings: Settings) -> dict[str, Any]:
+    info = status(settings)
+    missing = [name for name in ("kafka", "triton") if not info[name]["running"]]
+    if missing:
+        raise ServiceError(f"not running: {', '.join(missing)}; start them with 'sparseinst-pipeline up'")
+    return info
