@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/sparseinst-pipeline
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast demo lint bench-model clean
+.PHONY: setup test test-fast demo lint bench-model bench-serving up down clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,15 @@ lint: setup
 
 bench-model: setup
 	$(CLI) bench model --json runs/bench_model.json
+
+bench-serving: setup
+	$(CLI) bench serving --json runs/bench_serving.json
+
+up: setup
+	$(CLI) up
+
+down: setup
+	$(CLI) down
 
 clean:
 	rm -rf $(VENV) build runs .pytest_cache

@@ -57,7 +57,7 @@ def test_up_starts_both_in_the_background_and_down_stops_them(tmp_path, cpu_repo
         assert sorted(stack.down(settings)) == ["kafka", "triton"]
     after = stack.status(settings)
     assert not after["kafka"]["running"] and not after["triton"]["running"]
-    assert not any(stack._pid_alive(pid) for pid in pids)  # gone (or a zombie awaiting its reaper)
+    assert not any(stack.pid_alive(pid) for pid in pids)  # gone (or a zombie awaiting its reaper)
 
 
 @pytest.mark.slow

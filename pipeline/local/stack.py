@@ -34,7 +34,7 @@ def read_state(settings: Settings) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
@@ -67,14 +67,14 @@ def up(settings: Settings) -> dict[str, Any]:
     state_dir.mkdir(parents=True, exist_ok=True)
     started: list[Any] = []
     try:
-        if settings.kafka.bootstrap is None and not _pid_alive(state.get("kafka", {}).get("pid")):
+        if settings.kafka.bootstrap is None and not pid_alive(state.get("kafka", {}).get("pid")):
             kafka = LocalKafka(LocalKafkaConfig(data_dir=state_dir / "kafka"))
             kafka.background = True
             kafka.start()
             started.append(kafka)
             state["kafka"] = {"pid": kafka.process.pid, "bootstrap": kafka.bootstrap,  # type: ignore[union-attr]
                               "log": str(kafka.log_path)}  # fmt: skip
-        if settings.triton.grpc_url is None and not _pid_alive(state.get("triton", {}).get("pid")):
+        if settings.triton.grpc_url is None and not pid_alive(state.get("triton", {}).get("pid")):
             repo = ensure_repository(settings)
             triton = LocalTriton(LocalTritonConfig(model_repository=repo, log_dir=state_dir / "triton"))
             triton.background = True
@@ -99,9 +99,9 @@ def _stop_pid(pid: int, timeout_s: float = 30.0) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout_s
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _pid_alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -111,7 +111,7 @@ def down(settings: Settings) -> list[str]:
     stopped = []
     for name in ("triton", "kafka"):  # Triton first: nothing of ours depends on it being up for Kafka
         entry = state.get(name)
-        if entry and _pid_alive(entry.get("pid")):
+        if entry and pid_alive(entry.get("pid")):
             _stop_pid(int(entry["pid"]))
             stopped.append(name)
     state_file(settings).unlink(missing_ok=True)
