@@ -50,3 +50,57 @@ class FrameDetections(BaseModel):
     model_name: str
     model_version: str
     instances: list[Detection]
+
+
+EventType = Literal[
+    "track.started",
+    "track.ended",
+    "zone.entered",
+    "zone.exited",
+    "zone.dwell",
+    "line.crossed",
+    "proximity.alert",
+    "occupancy",
+    "camera.health",
+    "rollout",
+]
+
+
+class Event(BaseModel):
+    """One analytics event on the ``events`` topic (key = camera id).
+
+    ``event_id`` is derived from what the event is about (camera, type, track, frame, zone or
+    line), so replaying the same detections yields the same ids and subscribers can de-duplicate.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str
+    type: EventType
+    camera_id: str
+    vehicle_id: str | None = None
+    frame_index: int
+    frame_time: float
+    model_name: str = ""
+    model_version: str = ""
+    track_id: str | None = None
+    class_name: str | None = None
+    zone: str | None = None
+    line: str | None = None
+    direction: str | None = None
+    details: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+
+
+class DeadLetter(BaseModel):
+    """A message a consumer could not use, with the reason, on the ``<topic>.dead-letter`` topic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    reason: str
+    value: str = Field(description="the original value, decoded as UTF-8 with replacement, cut to 64 KiB")

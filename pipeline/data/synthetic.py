@@ -12,6 +12,7 @@ exact visible mask, class and stable object id.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import cv2
@@ -312,6 +313,17 @@ def synthetic_image(seed: int, index: int, width: int = 640, height: int = 360) 
     return render(world, cam, t=float(rng.uniform(0, 5)), rng=rng)
 
 
+def iter_synthetic_sequence(
+    seed: int, *, cameras: list[Camera] | None = None, fps: float = 10.0, seconds: float = 10.0
+) -> Iterator[list[Frame]]:
+    """The frames of :func:`synthetic_sequence` one time step at a time (memory stays flat)."""
+    rng = np.random.default_rng([seed, 0xC0FFEE])
+    world = random_world(rng)
+    cams = cameras or vehicle_cameras()
+    for i in range(round(fps * seconds)):
+        yield [render(world, cam, i / fps, rng) for cam in cams]
+
+
 def synthetic_sequence(
     seed: int, *, cameras: list[Camera] | None = None, fps: float = 10.0, seconds: float = 10.0
 ) -> list[list[Frame]]:
@@ -319,8 +331,4 @@ def synthetic_sequence(
 
     Object ids are stable over time and across cameras, so the frames carry ground-truth tracks.
     """
-    rng = np.random.default_rng([seed, 0xC0FFEE])
-    world = random_world(rng)
-    cams = cameras or vehicle_cameras()
-    n = round(fps * seconds)
-    return [[render(world, cam, i / fps, rng) for cam in cams] for i in range(n)]
+    return list(iter_synthetic_sequence(seed, cameras=cameras, fps=fps, seconds=seconds))
