@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import cv2
@@ -35,6 +35,8 @@ class CameraState(BaseModel):
     intervals: list[float] = Field(default_factory=list, description="recent frame intervals, seconds")
     nominal_interval: float | None = None
     fps_low: bool = False
+    model_name: str = ""
+    model_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,13 @@ class CameraProcessor:
         self._proximity(meta, matched, emit)
         self._occupancy(meta, emit)
         st.last_index, st.last_time = meta.frame_index, meta.time
+        st.model_name, st.model_version = meta.model_name, meta.model_version
         return events
 
     def flush(self, meta: FrameMeta) -> list[Event]:
         """End every open track (the stream is over): their exits and ends, and the last window."""
+        if not meta.model_name:  # an end-of-stream marker carries no model: the events keep the last one
+            meta = replace(meta, model_name=self.state.model_name, model_version=self.state.model_version)
         events: list[Event] = []
         emit = self._emitter(meta, events)
         for track in list(self.state.tracks):

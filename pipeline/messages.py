@@ -50,6 +50,8 @@ class FrameDetections(BaseModel):
     model_name: str
     model_version: str
     instances: list[Detection]
+    truncated: int = Field(0, ge=0, description="lowest-scoring instances left out to keep the message size bounded")
+    end_of_stream: bool = Field(False, description="the camera's source ended; no instances, no further frames")
 
 
 EventType = Literal[

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "sparseinst"
 SEED_HASHES = {
     "r50_giam": "f3afdc05b3de644635339ccc83021fbf3d8535c83952e1074c9c248c6f322a8e",

@@ -1,0 +1,1 @@
+"""Camera ingestion: sources, per-camera pacing and bounded queues, cross-camera batching."""

@@ -1,0 +1,72 @@
+"""Per-camera bounded queues and fair batching across cameras.
+
+Each camera may have at most ``budget`` frames waiting. A live camera that falls behind loses
+its *oldest* waiting frame (the freshest picture matters most), counted per camera; a file or
+simulator source is slowed down instead (``put`` blocks), so nothing is dropped. Batches take
+the oldest frame of each camera in turn, so one busy camera cannot starve the others.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+
+from pipeline.ingest.sources import CapturedFrame
+
+
+class CameraQueues:
+    def __init__(self, budget: int = 4) -> None:
+        if budget < 1:
+            raise ValueError("budget must be at least 1 frame per camera")
+        self.budget = budget
+        self._queues: dict[str, deque[CapturedFrame]] = {}
+        self._order: list[str] = []  # round-robin order of cameras
+        self._next = 0
+        self._cv = threading.Condition()
+        self.dropped: Counter[str] = Counter()  # camera -> frames dropped because it fell behind
+        self.closed = False
+
+    def put(self, frame: CapturedFrame, *, drop_oldest: bool) -> None:
+        with self._cv:
+            q = self._queues.get(frame.camera_id)
+            if q is None:
+                q = self._queues[frame.camera_id] = deque()
+                self._order.append(frame.camera_id)
+            while len(q) >= self.budget:
+                if drop_oldest:
+                    q.popleft()
+                    self.dropped[frame.camera_id] += 1
+                else:
+                    self._cv.wait(0.1)
+                    if self.closed:
+                        return
+            frame.enqueued = time.monotonic()
+            q.append(frame)
+            self._cv.notify_all()
+
+    def take_batch(self, max_batch: int, timeout_s: float = 0.05) -> list[CapturedFrame]:
+        """Up to ``max_batch`` frames, one camera at a time in turn; waits up to ``timeout_s`` for the first."""
+        with self._cv:
+            if not any(self._queues.values()):
+                self._cv.wait(timeout_s)
+            batch: list[CapturedFrame] = []
+            n = len(self._order)
+            while len(batch) < max_batch and any(self._queues.values()):
+                cam = self._order[self._next % n]
+                self._next = (self._next + 1) % n
+                q = self._queues[cam]
+                if q:
+                    batch.append(q.popleft())
+            if batch:
+                self._cv.notify_all()
+            return batch
+
+    def pending(self) -> int:
+        with self._cv:
+            return sum(len(q) for q in self._queues.values())
+
+    def close(self) -> None:
+        with self._cv:
+            self.closed = True
+            self._cv.notify_all()
