@@ -1,0 +1,124 @@
+"""The event rules on hand-made masks: zones decided on mask share, line crossings with direction,
+tracks that survive short misses, proximity alerts, deterministic ids, and state that resumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from consumers.engine import CameraProcessor, CameraState, FrameMeta
+from consumers.rules import RulesFile, load_rules
+from consumers.tracking import Observation
+from pipeline.errors import ConfigError
+
+W, H = 200, 100
+
+RULES = RulesFile.model_validate({
+    "defaults": {"min_area": 20, "min_hits": 2, "max_misses": 2, "occupancy_window_s": 1.0, "dwell_s": 0.5},
+    "cameras": {"front": {
+        "zones": [{"name": "box", "kind": "ego_lane", "polygon": [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]}],
+        "lines": [{"name": "mid", "points": [[0.25, 0.0], [0.25, 1.0]]}],
+    }},
+})  # fmt: skip
+
+
+def car(x: int, y: int = 40, w: int = 20, h: int = 20, cls: str = "car") -> Observation:
+    mask = np.zeros((H, W), bool)
+    mask[y : y + h, max(x, 0) : max(x + w, 0)] = True
+    return Observation(cls, 0.9, (x, y, x + w, y + h), mask)
+
+
+def run(frames: list[list[Observation]], proc: CameraProcessor | None = None, start: int = 0):
+    proc = proc or CameraProcessor("veh/front", RULES)
+    events = []
+    for i, obs in enumerate(frames, start):
+        events += proc.step(FrameMeta("veh/front", "veh", i, i * 0.1, W, H, "m", "1"), obs)
+    return proc, events
+
+
+def moving_car(n: int = 20, step: int = 10) -> list[list[Observation]]:
+    return [[car(5 + step * i)] for i in range(n)]  # left to right across the frame
+
+
+def test_a_car_crossing_the_frame_starts_crosses_enters_exits_and_ends():
+    proc, events = run(moving_car())
+    events += proc.flush(FrameMeta("veh/front", "veh", 20, 2.0, W, H))
+    kinds = [(e.type, e.zone or e.line, e.direction) for e in events if e.type != "occupancy"]
+    assert kinds[0] == ("track.started", None, None)
+    assert ("line.crossed", "mid", "negative") in kinds
+    assert kinds.count(("zone.entered", "box", None)) == 1
+    assert kinds[-1] == ("track.ended", None, None)
+    entered = next(e for e in events if e.type == "zone.entered")
+    # x from 5+10i: half the 20 px mask is past x=99.5 (the zone edge) at i=9
+    assert entered.frame_index == 9 and entered.details["share"] >= 0.5
+    crossed = next(e for e in events if e.type == "line.crossed")
+    assert crossed.frame_index == 4  # the centroid (14.5 + 10i) passes the line at x=49.75 between frames 3 and 4
+    assert crossed.details["count"] == 1
+
+
+def test_zone_membership_is_decided_on_the_mask_not_the_box():
+    # an L-shaped mask whose box centre is inside the zone but most pixels are not
+    mask = np.zeros((H, W), bool)
+    mask[10:90, 60:95] = True
+    mask[80:90, 95:180] = True
+    obs = Observation("car", 0.9, (60, 10, 180, 90), mask)
+    _, events = run([[obs]] * 4)
+    assert not [e for e in events if e.type == "zone.entered"]
+
+
+def test_a_track_survives_short_misses_but_not_long_ones():
+    waiting = [[car(60)]] * 4 + [[]] * 2 + [[car(62)]] * 2 + [[]] * 4  # missed twice, then gone for good
+    _, events = run(waiting)
+    starts = [e for e in events if e.type == "track.started"]
+    ends = [e for e in events if e.type == "track.ended"]
+    assert len(starts) == 1 and len(ends) == 1
+    assert ends[0].frame_index == 7 and ends[0].details["first_index"] == 0  # last seen; one track throughout
+
+
+def test_a_flicker_never_becomes_a_track():
+    _, events = run([[car(50)], [], [], [], []])
+    assert events == [] or all(e.type == "occupancy" for e in events)
+
+
+def test_a_person_near_the_ego_lane_raises_one_alert_per_cooldown():
+    person = lambda x: car(x, w=8, h=30, cls="person")  # noqa: E731
+    _, events = run([[person(85)] for _ in range(10)])
+    alerts = [e for e in events if e.type == "proximity.alert"]
+    assert len(alerts) == 1 and alerts[0].details["target"] == "ego_lane:box"
+
+
+def test_event_ids_are_deterministic_and_state_resumes_exactly():
+    frames = moving_car()
+    _, straight = run(frames)
+    first, part1 = run(frames[:8])
+    saved = CameraState.model_validate_json(first.state.model_dump_json())  # what a consumer commits
+    _, part2 = run(frames[8:], CameraProcessor("veh/front", RULES, saved), start=8)
+    assert [e.event_id for e in part1 + part2] == [e.event_id for e in straight]
+    _, again = run(frames)
+    assert [e.model_dump() for e in again] == [e.model_dump() for e in straight]
+
+
+def test_replayed_frames_are_ignored():
+    proc, _ = run(moving_car(10))
+    _, replay = run(moving_car(10), proc)
+    assert replay == []
+
+
+def test_occupancy_is_counted_per_window():
+    frames = [[car(150)] for _ in range(25)]  # parked in the zone for 2.5 s
+    _, events = run(frames)
+    occupancy = [e for e in events if e.type == "occupancy"]
+    assert [e.details["car"] for e in occupancy] == [1, 1]
+    assert any(e.type == "zone.dwell" for e in events)
+
+
+def test_rules_files_are_validated_with_the_field_named(tmp_path):
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("cameras:\n  front:\n    zones:\n      - {name: z, polygon: [[0, 0], [2, 0], [1, 1]]}\n")
+    with pytest.raises(ConfigError, match=r"cameras\.front\.zones\.0\.polygon: .*outside the frame"):
+        load_rules(bad)
+    bad.write_text("defaults:\n  enter_share: 0.2\n  exit_share: 0.5\n")
+    with pytest.raises(ConfigError, match="exit_share must be below enter_share"):
+        load_rules(bad)
+    with pytest.raises(ConfigError, match=r"none\.yaml"):
+        load_rules(tmp_path / "none.yaml")
