@@ -106,6 +106,7 @@ class CameraProcessor:
         self.state = state or CameraState(camera_id=camera_id)
         self.truth = truth
         self._masks: dict[str, np.ndarray] = {}  # decoded last masks, rebuilt lazily after a restart
+        self.last_matched: list[tuple[Track, Observation]] = []  # confirmed tracks of the last frame (reports)
 
     # -------------------------------------------------------------------------------- entry points
 
@@ -124,7 +125,7 @@ class CameraProcessor:
         emit = self._emitter(meta, events)
         self._health(meta, emit)
         obs = [o for o in observations if o.score >= r.min_score or self.truth]
-        matched = self._track(meta, obs, emit)
+        matched = self.last_matched = self._track(meta, obs, emit)
         self._zones_and_lines(meta, matched, emit)
         self._proximity(meta, matched, emit)
         self._occupancy(meta, emit)

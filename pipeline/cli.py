@@ -224,15 +224,28 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.model.shipped import load_predictor
-    from pipeline.preview import run_preview
+    from pipeline.demo.app import DemoOptions, run_demo
 
-    predictor = load_predictor(args.weights)
-    summary = run_preview(predictor, args.out, seed=args.seed, cameras=args.cameras, seconds=args.seconds)
-    print(json.dumps(summary.__dict__, indent=2))
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summary.__dict__, indent=2))
-    print(f"report: {summary.report}")
+    opts = DemoOptions(cameras=args.cameras, seconds=args.seconds, seed=args.seed, sources=args.source or [],
+                       rules=args.rules, out=args.out, summary_json=args.summary_json,
+                       realtime=args.realtime)  # fmt: skip
+    summary = run_demo(_settings(args), opts)
+    print(json.dumps({k: v for k, v in summary.items() if k != "sources"}, indent=2))
+    print(f"report: {summary['report']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.demo.app import run_ingest
+
+    print(json.dumps(run_ingest(_settings(args), shard=args.shard, shards=args.shards), indent=2))
+    return 0
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from pipeline.demo.app import run_consume
+
+    print(json.dumps(run_consume(_settings(args), idle_exit_s=args.idle_exit), indent=2))
     return 0
 
 
@@ -351,11 +364,27 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--json", action="store_true", help="machine-readable: kafka_bootstrap, triton_http, ...")
         sp.set_defaults(func=func)
 
-    demo = sub.add_parser("demo", help="run the shipped model on synthetic multi-camera traffic and write a report")
-    demo.add_argument("--cameras", type=int, default=4, choices=range(1, 5), metavar="N", help="cameras (1-4)")
-    demo.add_argument("--seconds", type=float, default=3.0)
-    demo.add_argument("--seed", type=int, default=0, help="synthetic traffic seed")
-    demo.add_argument("--weights", type=Path)
+    rn = sub.add_parser("run", help="stream the configured cameras through Triton to Kafka (ingest)")
+    rn.add_argument("--config", type=Path, required=True, help="settings YAML with 'cameras'")
+    rn.add_argument("--shard", type=int, default=0, help="this process's shard: cameras i with i %% shards == shard")
+    rn.add_argument("--shards", type=int, default=1)
+    rn.set_defaults(func=cmd_run)
+
+    co = sub.add_parser("consume", help="turn detections into events exactly once, and keep them in SQLite")
+    co.add_argument("--config", type=Path, required=True, help="settings YAML ('consumer.rules', 'consumer.sink')")
+    co.add_argument("--idle-exit", type=float, help="stop after this many seconds without messages")
+    co.set_defaults(func=cmd_consume)
+
+    demo = sub.add_parser("demo", help="everything on one machine: embedded Kafka and Triton, synthetic or given "
+                          "cameras, events, an HTML report")  # fmt: skip
+    demo.add_argument("--cameras", type=int, default=4, metavar="N", help="synthetic cameras (4 per vehicle)")
+    demo.add_argument("--seconds", type=float, default=10.0, help="length of the synthetic drive")
+    demo.add_argument("--seed", type=int, default=0, help="synthetic traffic seed (vehicle k uses seed + k)")
+    demo.add_argument("--source", action="append", metavar="PATH", help="video file, stream URL or JPEG folder "
+                      "(repeatable) instead of synthetic cameras")  # fmt: skip
+    demo.add_argument("--rules", type=Path, help="zones/lines YAML (default configs/demo_rules.yaml)")
+    demo.add_argument("--realtime", action="store_true", help="pace synthetic cameras in real time (drops if behind)")
+    demo.add_argument("--config", type=Path, help="settings YAML (external Kafka/Triton, ingest tuning)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--summary-json", type=Path)
     demo.set_defaults(func=cmd_demo)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pipeline.errors import ConfigError
@@ -53,12 +53,58 @@ class LocalSettings(BaseModel):
         return self.model_repository or self.state_dir / "model_repository"
 
 
+class CameraSettings(BaseModel):
+    """One camera (``uri``: video file, stream URL or JPEG folder) or one synthetic vehicle (``synthetic_seed``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, description="camera id (key of its messages); required with uri")
+    uri: str | None = None
+    vehicle_id: str | None = None
+    realtime: bool | None = Field(None, description="pace and drop-oldest; default: true for streams only")
+    synthetic_seed: int | None = None
+    cameras: int = Field(4, ge=1, le=4, description="synthetic: cameras of the vehicle")
+    seconds: float = Field(60.0, gt=0, description="synthetic: length of the drive")
+    fps: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CameraSettings:
+        if (self.uri is None) == (self.synthetic_seed is None):
+            raise ValueError("give either uri (a real camera) or synthetic_seed (a simulated vehicle)")
+        if self.uri is not None and not self.id:
+            raise ValueError("a camera with a uri needs an id")
+        if self.synthetic_seed is not None and not (self.vehicle_id or self.id):
+            raise ValueError("a synthetic vehicle needs a vehicle_id")
+        return self
+
+
+class IngestSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch: int = Field(8, ge=1, le=contract.MAX_BATCH, description="frames per Triton request")
+    budget: int = Field(4, ge=1, description="frames a camera may have waiting; live cameras drop the oldest")
+    in_flight: int = Field(2, ge=1, description="requests at Triton at once")
+    speed: float = Field(1.0, gt=0, description="pacing speed for recorded sources played in real time")
+    max_message_bytes: int = Field(900_000, ge=10_000, lt=1_048_576)
+
+
+class ConsumerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rules: Path | None = Field(None, description="zones/lines/rules YAML; none = tracks, health and alerts only")
+    group_id: str = "sparseinst-events"
+    sink: Path | None = Field(Path("runs/events.sqlite"), description="SQLite file the events are kept in")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPARSEINST_", env_nested_delimiter="__", extra="forbid")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     triton: TritonSettings = Field(default_factory=TritonSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    cameras: list[CameraSettings] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(

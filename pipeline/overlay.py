@@ -22,13 +22,16 @@ def draw_instances(
     scores: np.ndarray | None = None,
     *,
     alpha: float = 0.5,
+    labels: list[str | None] | None = None,
 ) -> np.ndarray:
-    """RGB image with each mask tinted, outlined and labelled with its class (and score)."""
+    """RGB image with each mask tinted, outlined and labelled with its class (and score, and a label
+    such as a track id, which also picks the colour so a track keeps it across frames)."""
     out = image.copy()
     for i, mask in enumerate(masks):
         if not mask.any():
             continue
-        colour = colour_for(i)
+        label = labels[i] if labels else None
+        colour = colour_for(int.from_bytes(label.encode()[-4:], "little") if label else i)
         out[mask] = (out[mask] * (1 - alpha) + np.asarray(colour) * alpha).astype(np.uint8)
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, colour, 1)
@@ -36,6 +39,8 @@ def draw_instances(
         text = class_name(int(classes[i]))
         if scores is not None:
             text += f" {scores[i]:.2f}"
+        if label:
+            text = f"{label} {text}"
         cv2.putText(out, text, (int(xs.min()), max(int(ys.min()) - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
                     (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -59,10 +60,15 @@ def test_export_onnx_writes_one_file_per_profile(tmp_path):
 @pytest.mark.slow
 def test_demo_writes_a_report_and_a_summary(tmp_path):
     summary = tmp_path / "summary.json"
-    out = run_cli("demo", "--cameras", "2", "--seconds", "1", "--out", str(tmp_path), "--summary-json", str(summary))
-    assert out.returncode == 0, out.stderr
-    assert (tmp_path / "report.html").read_text().count("<img") >= 2
-    assert '"frames": 10' in summary.read_text()
+    out = run_cli("demo", "--cameras", "4", "--seconds", "3", "--out", str(tmp_path), "--summary-json", str(summary))
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(summary.read_text())
+    assert figures["frames_read"] == figures["frames_published"] == 4 * 30
+    assert figures["events"]["track.started"] > 0
+    assert set(figures["event_precision"]) == {"zone.entered", "zone.exited", "line.crossed"}
+    assert figures["latency_p50_ms"] > 0 and figures["fps"] > 0
+    report = (tmp_path / "report.html").read_text()
+    assert report.count('class="overlay"') >= 4 and "event timeline" in report
 
 
 @pytest.mark.slow

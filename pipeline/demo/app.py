@@ -1,0 +1,322 @@
+"""The runnable applications: ``run`` (ingest), ``consume`` (events + sink) and ``demo`` (everything)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from consumers.app import ConsumerTopics, EventProcessor, ensure_topics
+from consumers.engine import CameraProcessor
+from consumers.rules import RulesFile, load_rules
+from consumers.scoring import SCORED_TYPES, score_events
+from consumers.sink import EventSink, EventStore
+from pipeline.config import Settings
+from pipeline.data.classes import CLASS_INDEX
+from pipeline.errors import ConfigError
+from pipeline.ingest.runner import IngestRunner
+from pipeline.ingest.sources import CapturedFrame, Source, SyntheticVehicle, source_for
+from pipeline.local.process import ServiceError
+from pipeline.messages import FrameDetections
+from pipeline.publish import DetectionPublisher
+from pipeline.serving.client import ClientConfig
+
+log = logging.getLogger(__name__)
+
+DEMO_RULES = Path(__file__).resolve().parents[2] / "configs" / "demo_rules.yaml"
+
+
+def build_sources(settings: Settings, *, shard: int = 0, shards: int = 1, keep_images: bool = False) -> list[Source]:
+    """The configured cameras of this shard (camera ``i`` belongs to shard ``i % shards``)."""
+    if not 0 <= shard < shards:
+        raise ConfigError(f"shard must be in 0..{shards - 1}, got {shard}")
+    sources: list[Source] = []
+    for i, cam in enumerate(settings.cameras):
+        if i % shards != shard:
+            continue
+        if cam.synthetic_seed is not None:
+            sources.append(SyntheticVehicle(cam.vehicle_id or cam.id or f"sim-{i}", cam.synthetic_seed,
+                                            cameras=cam.cameras, fps=cam.fps, seconds=cam.seconds,
+                                            realtime=bool(cam.realtime), keep_images=keep_images))  # fmt: skip
+        else:
+            assert cam.uri is not None and cam.id is not None
+            sources.append(source_for(cam.uri, cam.id, vehicle_id=cam.vehicle_id, realtime=cam.realtime))
+    return sources
+
+
+def addresses(settings: Settings) -> tuple[str, str]:
+    """Kafka bootstrap and Triton gRPC: configured ones, else the services started by ``up``."""
+    from pipeline.local.stack import status
+
+    info = status(settings)
+    bootstrap, grpc = info["kafka_bootstrap"], info["triton_grpc"]
+    if not bootstrap or not grpc:
+        raise ServiceError("no Kafka/Triton configured and none running: set kafka.bootstrap and triton.grpc_url, "
+                           "or start the embedded ones with 'sparseinst-pipeline up'")  # fmt: skip
+    return bootstrap, grpc
+
+
+def _rules(settings: Settings) -> RulesFile:
+    return load_rules(settings.consumer.rules) if settings.consumer.rules else RulesFile()
+
+
+def _topics(settings: Settings) -> ConsumerTopics:
+    return ConsumerTopics(detections=settings.kafka.detections_topic, events=settings.kafka.events_topic)
+
+
+def _client(settings: Settings, grpc: str) -> ClientConfig:
+    t = settings.triton
+    return ClientConfig(url=grpc, model_name=t.model_name, model_version=t.model_version, timeout_s=t.timeout_s)
+
+
+def run_ingest(settings: Settings, *, shard: int = 0, shards: int = 1) -> dict:
+    """``sparseinst-pipeline run``: stream this shard's cameras until they end (or Ctrl-C)."""
+    bootstrap, grpc = addresses(settings)
+    sources = build_sources(settings, shard=shard, shards=shards)
+    if not sources:
+        raise ConfigError("no cameras for this shard: add 'cameras' to the settings")
+    ensure_topics(bootstrap, _topics(settings))
+    publisher = DetectionPublisher(bootstrap, settings.kafka.detections_topic,
+                                   max_message_bytes=settings.ingest.max_message_bytes)  # fmt: skip
+    i = settings.ingest
+    runner = IngestRunner(sources, _client(settings, grpc), publisher, max_batch=i.max_batch, budget=i.budget,
+                          in_flight=i.in_flight, speed=i.speed)  # fmt: skip
+    with _progress(runner.progress, None) as _:
+        try:
+            stats = runner.run()
+        except KeyboardInterrupt:
+            runner.stop()
+            stats = runner.stats
+    publisher.close()
+    return {**stats.summary(), "sources": [s.describe() for s in sources], **publisher.counts}
+
+
+def run_consume(settings: Settings, *, idle_exit_s: float | None = None) -> dict:
+    """``sparseinst-pipeline consume``: events exactly once, and the SQLite sink, until Ctrl-C."""
+    bootstrap, _ = (settings.kafka.bootstrap, None) if settings.kafka.bootstrap else addresses(settings)
+    topics = _topics(settings)
+    ensure_topics(bootstrap, topics)
+    processor = EventProcessor(bootstrap, _rules(settings), topics=topics, group_id=settings.consumer.group_id)
+    sink = store = None
+    if settings.consumer.sink:
+        store = EventStore(settings.consumer.sink)
+        sink = EventSink(bootstrap, topics.events, store, group_id=f"{settings.consumer.group_id}-sink")
+        threading.Thread(target=sink.run, daemon=True, name="sink").start()
+    try:
+        stats = processor.run(idle_exit_s=idle_exit_s)
+    except KeyboardInterrupt:
+        stats = processor.stats
+    finally:
+        processor.close()
+        if sink is not None:
+            time.sleep(1.0)
+            sink.stop()
+    return {"messages": stats.messages, "events": dict(stats.events), "dead_letters": stats.dead_letters,
+            "sink": str(settings.consumer.sink) if store else None}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _progress(ingest_progress, processor: EventProcessor | None, total: int | None = None):
+    """A live line: frames published, fps, frames waiting (lag), events so far."""
+    stop = threading.Event()
+    bar = tqdm(total=total, unit="frame", desc="streaming", dynamic_ncols=True)
+
+    def loop() -> None:
+        while not stop.wait(0.5):
+            p = ingest_progress()
+            bar.n = p["published"]
+            post = {"fps": f"{p['fps']:.1f}", "lag": p["queued"], "dropped": p["dropped"]}
+            if processor is not None:
+                post["events"] = sum(processor.stats.events.values())
+            bar.set_postfix(post, refresh=True)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield bar
+    finally:
+        stop.set()
+        t.join()
+        bar.close()
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+
+@dataclass
+class DemoOptions:
+    cameras: int = 4
+    seconds: float = 10.0
+    seed: int = 0
+    fps: float = 10.0
+    sources: list[str] = field(default_factory=list)
+    rules: Path | None = None
+    out: Path = Path("runs/demo")
+    summary_json: Path | None = None
+    realtime: bool = False
+    report_frames: int = 12
+
+
+def _demo_sources(opts: DemoOptions) -> list[Source]:
+    if opts.sources:
+        return [source_for(uri, f"cam-{i}", vehicle_id="given") for i, uri in enumerate(opts.sources)]
+    vehicles = math.ceil(opts.cameras / 4)
+    out = []
+    for v in range(vehicles):
+        n = min(4, opts.cameras - 4 * v)
+        out.append(SyntheticVehicle(f"veh-{v + 1}", opts.seed + v, cameras=n, fps=opts.fps, seconds=opts.seconds,
+                                    realtime=opts.realtime, keep_images=True))  # fmt: skip
+    return out
+
+
+def run_demo(settings: Settings, opts: DemoOptions) -> dict:
+    from pipeline.local.kafka import LocalKafka
+    from pipeline.local.stack import ensure_repository
+    from pipeline.local.triton import LocalTriton, LocalTritonConfig
+
+    rules = load_rules(opts.rules or settings.consumer.rules or DEMO_RULES)
+    with contextlib.ExitStack() as stack:
+        bootstrap = settings.kafka.bootstrap
+        if bootstrap is None:
+            print("starting the embedded Kafka broker ...", flush=True)
+            bootstrap = stack.enter_context(LocalKafka()).bootstrap
+        grpc = settings.triton.grpc_url
+        if grpc is None:
+            print("starting the embedded Triton server (CPU profile) ...", flush=True)
+            repo = ensure_repository(settings)
+            grpc = stack.enter_context(LocalTriton(LocalTritonConfig(model_repository=repo))).grpc_url
+        return _stream_demo(settings, opts, rules, bootstrap, grpc)
+
+
+def _stream_demo(settings: Settings, opts: DemoOptions, rules: RulesFile, bootstrap: str, grpc: str) -> dict:
+    tag = time.strftime("%Y%m%d-%H%M%S")
+    topics = ConsumerTopics(detections=f"demo-{tag}.detections", events=f"demo-{tag}.events")
+    ensure_topics(bootstrap, topics)
+    processor = EventProcessor(bootstrap, rules, topics=topics, group_id=f"demo-{tag}")
+    opts.out.mkdir(parents=True, exist_ok=True)
+    db = opts.out / "events.sqlite"
+    db.unlink(missing_ok=True)
+    store = EventStore(db)
+    sink = EventSink(bootstrap, topics.events, store, group_id=f"demo-{tag}-sink")
+    workers = [threading.Thread(target=processor.run, daemon=True), threading.Thread(target=sink.run, daemon=True)]
+    for w in workers:
+        w.start()
+    sources = _demo_sources(opts)
+    kept: list[tuple[CapturedFrame, FrameDetections]] = []
+    published_at: list[tuple[float, float]] = []  # (wall s since start, latency ms)
+    start = time.monotonic()
+
+    def on_published(captured: CapturedFrame, result: FrameDetections) -> None:
+        now = time.monotonic()
+        published_at.append((now - start, (now - captured.enqueued) * 1000.0))
+        kept.append((captured, result))
+
+    publisher = DetectionPublisher(bootstrap, topics.detections)
+    runner = IngestRunner(sources, _client(settings, grpc), publisher, max_batch=settings.ingest.max_batch,
+                          budget=settings.ingest.budget, in_flight=settings.ingest.in_flight,
+                          on_published=on_published)  # fmt: skip
+    total = sum(int(opts.seconds * opts.fps) * len(s.camera_ids) for s in sources) if not opts.sources else None
+    with _progress(runner.progress, processor, total):
+        stats = runner.run()
+    publisher.close()
+    expected = sum(stats.published.values()) + sum(len(s.camera_ids) for s in sources if s.state.value == "ended")
+    deadline = time.monotonic() + 60
+    while processor.stats.messages < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    processor.stop()
+    workers[0].join(timeout=30)
+    while sink.poll_once(timeout_ms=1000):
+        pass
+    sink.stop()
+    workers[1].join(timeout=10)
+    processor.close()
+    sink.close()
+    events = store.events()
+    store.close()
+
+    summary = _summary(stats.summary(), processor, events, sources, publisher.counts)
+    if not opts.sources:
+        from pipeline.demo.truth import truth_events
+
+        truth = [e for s in sources for e in truth_events(s.vehicle_id, s.seed, rules, cameras=len(s.camera_ids),
+                                                           fps=opts.fps, seconds=opts.seconds)]  # fmt: skip
+        scores = score_events(events, truth, tolerance=3, types=SCORED_TYPES)
+        summary["event_precision"] = {t: round(s.precision, 3) for t, s in scores.items()}
+        summary["event_recall"] = {t: round(s.recall, 3) for t, s in scores.items()}
+        summary["truth_events"] = dict(Counter(e.type for e in truth if e.type in SCORED_TYPES))
+    summary["headline"] = (f"{summary['frames_published']} frames from {summary['cameras']} cameras, "
+                           f"{summary['fps']} frames/s, {len(events)} events")  # fmt: skip
+    frames = _report_frames(kept, rules, opts.report_frames)
+    from pipeline.demo.report import write_report
+
+    report = write_report(opts.out / "report.html", summary=summary, frames=frames, events=events,
+                          fps_series=_rate(published_at), latency_series=_latency(published_at))  # fmt: skip
+    summary["report"] = str(report)
+    summary["events_db"] = str(db)
+    if opts.summary_json:
+        opts.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        opts.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _summary(ingest: dict, processor: EventProcessor, events: list, sources: list[Source], counts: Counter) -> dict:
+    return {
+        "cameras": sum(len(s.camera_ids) for s in sources),
+        "frames_read": ingest["frames_read"],
+        "frames_published": ingest["frames_published"],
+        "frames_dropped": {k: v for k, v in ingest["frames_dropped"].items()},
+        "truncated_frames": counts.get("truncated_frames", 0),
+        "fps": ingest["fps"],
+        "latency_p50_ms": ingest["latency_p50_ms"],
+        "latency_p99_ms": ingest["latency_p99_ms"],
+        "events": dict(sorted(Counter(e.type for e in events).items())),
+        "dead_letters": processor.stats.dead_letters,
+        "sources": [s.describe() for s in sources],
+    }
+
+
+def _rate(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    if not points:
+        return []
+    seconds = np.floor(np.array([p[0] for p in points])).astype(int)
+    counts = np.bincount(seconds)
+    return [(float(s), float(c)) for s, c in enumerate(counts)]
+
+
+def _latency(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    by_second: dict[int, list[float]] = {}
+    for t, ms in points:
+        by_second.setdefault(int(t), []).append(ms)
+    return [(float(s), float(np.median(v))) for s, v in sorted(by_second.items())]
+
+
+def _report_frames(kept: list[tuple[CapturedFrame, FrameDetections]], rules: RulesFile, n: int) -> list:
+    """Replay the tracker on the kept frames (deterministic: the same track ids as the consumer's)."""
+    procs: dict[str, CameraProcessor] = {}
+    labelled = []
+    for captured, result in kept:
+        proc = procs.setdefault(result.camera_id, CameraProcessor(result.camera_id, rules))
+        proc.process(result)
+        tracks = {id(o): t.track_id.rsplit("#", 1)[-1] for t, o in proc.last_matched}
+        labelled.append((captured, result, [(o, tracks.get(id(o))) for _, o in proc.last_matched]))
+    with_images = [x for x in labelled if x[0].image is not None and x[2]]
+    if not with_images:
+        return []
+    picks = np.linspace(0, len(with_images) - 1, min(n, len(with_images))).round().astype(int)
+    frames = []
+    for i in sorted(set(picks.tolist())):
+        captured, result, instances = with_images[i]
+        rows = [(o.mask, CLASS_INDEX.get(o.class_name, 0), o.score, f"#{label}") for o, label in instances]
+        caption = f"{result.camera_id} frame {result.frame_index} t={result.capture_time:.1f}s"
+        frames.append((captured.image, rows, f"{caption}, {len(result.instances)} instances"))
+    return frames
