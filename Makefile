@@ -9,7 +9,14 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
+# Headless Chromium renders the demo report in the tests; installed from the distribution if missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BROWSER := $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
+
 $(STAMP): pyproject.toml
+ifeq ($(BROWSER),)
+	$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium
+endif
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

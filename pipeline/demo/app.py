@@ -312,10 +312,16 @@ def _report_frames(kept: list[tuple[CapturedFrame, FrameDetections]], rules: Rul
     with_images = [x for x in labelled if x[0].image is not None and x[2]]
     if not with_images:
         return []
-    picks = np.linspace(0, len(with_images) - 1, min(n, len(with_images))).round().astype(int)
+    by_camera: dict[str, list] = {}
+    for x in with_images:
+        by_camera.setdefault(x[1].camera_id, []).append(x)
+    per_camera = max(1, n // len(by_camera))
+    chosen = []
+    for items in by_camera.values():  # evenly over time, for every camera
+        picks = np.linspace(0, len(items) - 1, min(per_camera, len(items))).round().astype(int)
+        chosen += [items[i] for i in sorted(set(picks.tolist()))]
     frames = []
-    for i in sorted(set(picks.tolist())):
-        captured, result, instances = with_images[i]
+    for captured, result, instances in chosen:
         rows = [(o.mask, CLASS_INDEX.get(o.class_name, 0), o.score, f"#{label}") for o, label in instances]
         caption = f"{result.camera_id} frame {result.frame_index} t={result.capture_time:.1f}s"
         frames.append((captured.image, rows, f"{caption}, {len(result.instances)} instances"))
