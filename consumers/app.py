@@ -140,6 +140,7 @@ class EventProcessor:
         self.processors: dict[str, CameraProcessor] = {}
         self.stats = ConsumerStats()
         self._stop = threading.Event()
+        self.on_commit = None  # optional callable(list of (camera id, frame index)) after each commit (benchmarks)
 
     def processor(self, camera_id: str) -> CameraProcessor:
         if camera_id not in self.processors:
@@ -204,8 +205,11 @@ class EventProcessor:
         self.producer.begin_transaction()
         try:
             touched: set[str] = set()
+            done: list[tuple[str, int]] = []
             for r in records:
                 events, dead, camera = self.handle(r)
+                if camera:
+                    done.append((camera, self.processors[camera].state.last_index))
                 for e in events:
                     self.producer.send(self.topics.events, key=e.camera_id.encode(), value=e.model_dump_json().encode())
                     self.stats.events[e.type] += 1
@@ -226,6 +230,8 @@ class EventProcessor:
             # the uncommitted records and state changes will be redone from the last commit
             self._rewind()
             raise
+        if self.on_commit is not None:
+            self.on_commit(done)
         self.stats.messages += len(records)
         self.stats.transactions += 1
         self.stats.busy_s += time.monotonic() - started

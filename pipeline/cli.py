@@ -168,6 +168,20 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_consumer(args: argparse.Namespace) -> int:
+    from pipeline.bench.streaming import bench_consumer
+
+    bench_consumer(messages=args.messages, json_path=args.json)
+    return 0
+
+
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from pipeline.bench.streaming import bench_pipeline
+
+    bench_pipeline(cameras=args.cameras, seconds=args.seconds, batch=args.batch, json_path=args.json)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- serving
 
 
@@ -341,6 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
     bs.set_defaults(func=cmd_bench_serving)
 
+    bc = bsub.add_parser("consumer", help="detection messages/s one event processor handles (10 instances each)")
+    bc.add_argument("--messages", type=int, default=2000)
+    bc.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
+    bc.set_defaults(func=cmd_bench_consumer)
+    bp = bsub.add_parser("pipeline", help="end-to-end fps and frame-to-event latency vs the Triton model alone")
+    bp.add_argument("--cameras", type=int, default=4)
+    bp.add_argument("--seconds", type=float, default=10.0, help="length of the synthetic drive")
+    bp.add_argument("--batch", type=int, default=8)
+    bp.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
+    bp.set_defaults(func=cmd_bench_pipeline)
+
     repo = sub.add_parser("repo", help="the Triton model repository")
     rsub = repo.add_subparsers(dest="repo_command", required=True)
     rb = rsub.add_parser("build", help="render the model repository for the cpu or gpu profile from a checkpoint")
@@ -395,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.WARNING)  # chatty client
+    logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.ERROR)  # chatty client
     try:
         return int(args.func(args) or 0)
     except PipelineError as exc:

@@ -81,6 +81,22 @@ def test_the_builder_script_uses_the_project_commands():
         serialize_main(["--help"])
 
 
+def test_the_app_commands_and_settings_are_valid(compose, manifests):
+    from pipeline.cli import build_parser
+    from pipeline.config import load_settings
+
+    parser = build_parser()
+    for name in ("ingest", "consumers"):
+        parser.parse_args(compose["services"][name]["command"])
+    consumers = _one(manifests, "Deployment", "consumers")["spec"]["template"]["spec"]["containers"][0]
+    parser.parse_args(consumers["args"])
+    parser.parse_args(["run", "--config", "x.yaml", "--shard", "3", "--shards", "4"])
+    settings = load_settings(ROOT / "deploy" / "pipeline.yaml")
+    assert settings.cameras and settings.consumer.rules is not None
+    configmap = yaml.safe_load(_one(manifests, "ConfigMap", "sparseinst-config")["data"]["pipeline.yaml"])
+    assert load_settings(None, **configmap).cameras
+
+
 def test_every_manifest_is_well_formed(manifests):
     assert manifests
     for doc in manifests:

@@ -7,5 +7,6 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY consumers ./consumers
 COPY dali ./dali
+COPY configs ./configs
 RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu .
 ENTRYPOINT ["sparseinst-pipeline"]

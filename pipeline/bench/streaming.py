@@ -1,0 +1,177 @@
+"""``bench consumer`` and ``bench pipeline``: measured figures for the streaming side.
+
+- consumer: detection messages per second that one event processor (one process, real Kafka,
+  exactly-once transactions) turns into events, with 10 instances per frame.
+- pipeline: synthetic cameras through ingest, the Triton ensemble, Kafka and the event processor,
+  end to end: frames per second and frame-to-event latency (from a frame entering ingest to
+  the commit of the transaction that holds its events), next to the Triton model alone
+  (``sparseinst`` at batch 8, same server, same run) and the ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.bench.timing import percentile_ms
+
+log = logging.getLogger(__name__)
+
+
+def _write(figures: dict, json_path: Path | None) -> None:
+    print(json.dumps(figures, indent=2))
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def synthetic_messages(n: int, instances: int = 10, width: int = 640, height: int = 360) -> list[bytes]:
+    """``n`` frames of one camera with ``instances`` cars moving across it (elliptic masks, RLE)."""
+    import cv2
+
+    from pipeline import rle
+    from pipeline.messages import Detection, FrameDetections, RleMask
+
+    out = []
+    rng = np.random.default_rng(0)
+    starts = rng.uniform(0, width, instances)
+    rows = np.linspace(60, height - 60, instances)
+    speeds = rng.uniform(-12, 12, instances)
+    for i in range(n):
+        dets = []
+        for k in range(instances):
+            cx = (starts[k] + speeds[k] * i) % width
+            mask = np.zeros((height, width), np.uint8)
+            cv2.ellipse(mask, (int(cx), int(rows[k])), (40, 22), 0, 0, 360, 1, -1)
+            m = mask.astype(bool)
+            ys, xs = np.nonzero(m)
+            enc = rle.encode(m)
+            dets.append(Detection(class_id=2, class_name="car", score=0.8, area=int(m.sum()), query=k,
+                                  box=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)),
+                                  mask=RleMask(size=(height, width), counts=enc["counts"])))  # fmt: skip
+        frame = FrameDetections(camera_id="bench/front", frame_index=i, capture_time=i / 10, width=width,
+                                height=height, model_name="bench", model_version="1", instances=dets)  # fmt: skip
+        out.append(frame.model_dump_json().encode())
+    return out
+
+
+def bench_consumer(*, messages: int = 2000, json_path: Path | None = None) -> dict:
+    from kafka import KafkaProducer
+
+    from consumers.app import ConsumerTopics, EventProcessor, ensure_topics
+    from consumers.rules import load_rules
+    from pipeline.demo.app import DEMO_RULES
+    from pipeline.local.kafka import LocalKafka
+
+    values = synthetic_messages(messages)
+    rules = load_rules(DEMO_RULES)
+    with LocalKafka() as kafka:
+        topics = ConsumerTopics(detections=f"bench-{uuid.uuid4().hex[:6]}", events="bench-events")
+        ensure_topics(kafka.bootstrap, topics, partitions=1)
+        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, compression_type="gzip", linger_ms=5)
+        for v in values:
+            producer.send(topics.detections, key=b"bench/front", value=v)
+        producer.flush()
+        producer.close()
+        proc = EventProcessor(kafka.bootstrap, rules, topics=topics, group_id="bench", max_poll_records=200)
+        first: float | None = None
+        while proc.stats.messages < messages:
+            n = proc.poll_once()
+            if n and first is None:
+                first = time.monotonic() - proc.stats.busy_s  # the first poll's work counts too
+        wall = time.monotonic() - (first or time.monotonic())
+        stats = proc.stats
+        proc.close()
+    figures = {
+        "consumer_msgs_per_s": round(messages / wall, 1),
+        "messages": messages,
+        "instances_per_message": 10,
+        "events": sum(stats.events.values()),
+        "transactions": stats.transactions,
+        "wall_s": round(wall, 2),
+    }
+    _write(figures, json_path)
+    return figures
+
+
+def bench_pipeline(*, cameras: int = 4, seconds: float = 10.0, seed: int = 0, batch: int = 8,
+                   json_path: Path | None = None) -> dict:  # fmt: skip
+    import tritonclient.grpc as grpcclient
+
+    from consumers.app import ConsumerTopics, EventProcessor, ensure_topics
+    from consumers.rules import load_rules
+    from pipeline.config import Settings
+    from pipeline.demo.app import DEMO_RULES
+    from pipeline.ingest.runner import IngestRunner
+    from pipeline.ingest.sources import SyntheticVehicle
+    from pipeline.local.kafka import LocalKafka
+    from pipeline.local.stack import ensure_repository
+    from pipeline.local.triton import LocalTriton, LocalTritonConfig
+    from pipeline.publish import DetectionPublisher
+    from pipeline.serving import contract
+    from pipeline.serving.client import ClientConfig
+    from pipeline.serving.repository import read_spec
+
+    rules = load_rules(DEMO_RULES)
+    repo = ensure_repository(Settings())
+    spec = read_spec(repo)
+    with LocalKafka() as kafka, LocalTriton(LocalTritonConfig(model_repository=repo)) as triton:
+        # the model alone: the network model of the same server, batch `batch`, back to back
+        client = grpcclient.InferenceServerClient(triton.grpc_url)
+        x = np.random.default_rng(0).normal(size=(batch, 3, spec.input_height, spec.input_width)).astype(np.float32)
+        inp = grpcclient.InferInput("images", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        for _ in range(2):
+            client.infer(contract.NETWORK, [inp])
+        t0, reps = time.monotonic(), 10
+        for _ in range(reps):
+            client.infer(contract.NETWORK, [inp])
+        model_fps = batch * reps / (time.monotonic() - t0)
+        client.close()
+
+        topics = ConsumerTopics(detections=f"bench-{uuid.uuid4().hex[:6]}", events="bench-pipeline-events")
+        ensure_topics(kafka.bootstrap, topics)
+        proc = EventProcessor(kafka.bootstrap, rules, topics=topics, group_id=f"bench-{uuid.uuid4().hex[:6]}")
+        entered: dict[tuple[str, int], float] = {}
+        done: dict[tuple[str, int], float] = {}
+        proc.on_commit = lambda frames: done.update({f: time.monotonic() for f in frames})
+        worker = threading.Thread(target=proc.run, daemon=True)
+        worker.start()
+        vehicles = [SyntheticVehicle(f"veh-{v}", seed + v, cameras=min(4, cameras - 4 * v), seconds=seconds)
+                    for v in range(-(-cameras // 4))]  # fmt: skip
+        publisher = DetectionPublisher(kafka.bootstrap, topics.detections)
+        runner = IngestRunner(vehicles, ClientConfig(url=triton.grpc_url), publisher, max_batch=batch,
+                              on_published=lambda c, r: entered.__setitem__((c.camera_id, c.frame_index),
+                                                                            c.enqueued))  # fmt: skip
+        start = time.monotonic()
+        stats = runner.run()
+        publisher.close()
+        expected = len(entered)
+        deadline = time.monotonic() + 120
+        while sum(1 for k in entered if k in done) < expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        end = max(done.values()) if done else time.monotonic()
+        proc.stop()
+        worker.join(timeout=30)
+        proc.close()
+    latencies = np.array([done[k] - entered[k] for k in entered if k in done])
+    pipeline_fps = len(latencies) / (end - start)
+    figures = {
+        "pipeline_fps": round(pipeline_fps, 2),
+        "model_fps": round(model_fps, 2),
+        "pipeline_efficiency": round(pipeline_fps / model_fps, 3),
+        "latency_p50_ms": round(percentile_ms(latencies, 50), 1),
+        "latency_p99_ms": round(percentile_ms(latencies, 99), 1),
+        "frames": len(latencies),
+        "cameras": cameras,
+        "frames_dropped": dict(stats.dropped),
+        "batch": batch,
+    }
+    _write(figures, json_path)
+    return figures

@@ -1,0 +1,52 @@
+"""``run`` (ingest) and ``consume`` (events + sink) as configured applications, against external services."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import yaml
+
+from consumers.sink import EventStore
+from pipeline.config import load_settings
+from pipeline.demo.app import build_sources, run_consume, run_ingest
+from pipeline.errors import ConfigError
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def settings_file(tmp_path, kafka, triton, **extra) -> str:
+    tag = uuid.uuid4().hex[:8]
+    data = {
+        "kafka": {"bootstrap": kafka.bootstrap, "detections_topic": f"det-{tag}", "events_topic": f"ev-{tag}"},
+        "triton": {"grpc_url": triton.grpc_url, "http_url": triton.http_url},
+        "consumer": {"rules": str(REPO_ROOT / "configs" / "demo_rules.yaml"), "group_id": f"g-{tag}",
+                     "sink": str(tmp_path / "events.sqlite")},
+        "cameras": [{"vehicle_id": "veh-7", "synthetic_seed": 7, "cameras": 2, "seconds": 2.0}],
+        **extra,
+    }  # fmt: skip
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_run_then_consume_fills_the_sink(tmp_path, kafka, triton):
+    settings = load_settings(settings_file(tmp_path, kafka, triton))
+    ingest = run_ingest(settings)
+    assert ingest["frames_published"] == 2 * 20 and ingest["sources"][0]["state"] == "ended"
+    consumed = run_consume(settings, idle_exit_s=4.0)
+    assert consumed["messages"] == 40 + 2  # frames, plus one end-of-stream per camera
+    store = EventStore(tmp_path / "events.sqlite")
+    counts = store.counts()
+    store.close()
+    assert counts["track.started"] == counts["track.ended"] == consumed["events"]["track.started"] > 0
+
+
+def test_cameras_are_sharded_by_index(tmp_path, kafka, triton):
+    cams = [{"id": f"c{i}", "uri": str(tmp_path)} for i in range(5)]
+    settings = load_settings(settings_file(tmp_path, kafka, triton, cameras=cams))
+    shards = [[s.camera_ids[0] for s in build_sources(settings, shard=k, shards=2)] for k in range(2)]
+    assert shards == [["c0", "c2", "c4"], ["c1", "c3"]]
+    with pytest.raises(ConfigError, match="shard"):
+        build_sources(settings, shard=2, shards=2)
