@@ -1,0 +1,76 @@
+"""Per-camera budgets, drop-oldest, fair batching, pacing and the message size guard."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from pipeline import rle
+from pipeline.ingest.pacing import Pacer
+from pipeline.ingest.queues import CameraQueues
+from pipeline.ingest.sources import CapturedFrame
+from pipeline.messages import Detection, FrameDetections, RleMask
+from pipeline.publish import fit_message
+
+
+def frame(cam: str, i: int) -> CapturedFrame:
+    return CapturedFrame(cam, None, i, i / 10, b"")
+
+
+def test_a_live_camera_that_falls_behind_loses_its_oldest_frames_and_they_are_counted():
+    q = CameraQueues(budget=3)
+    for i in range(7):
+        q.put(frame("a", i), drop_oldest=True)
+    assert q.dropped["a"] == 4
+    assert [f.frame_index for f in q.take_batch(8)] == [4, 5, 6]
+
+
+def test_batches_take_cameras_in_turn():
+    q = CameraQueues(budget=10)
+    for i in range(6):
+        q.put(frame("busy", i), drop_oldest=True)
+    q.put(frame("quiet-1", 0), drop_oldest=True)
+    q.put(frame("quiet-2", 0), drop_oldest=True)
+    batch = q.take_batch(4)
+    assert [f.camera_id for f in batch] == ["busy", "quiet-1", "quiet-2", "busy"]
+    assert [f.frame_index for f in batch if f.camera_id == "busy"] == [0, 1]
+
+
+def test_a_recorded_source_waits_instead_of_dropping():
+    q = CameraQueues(budget=2)
+    q.put(frame("file", 0), drop_oldest=False)
+    q.put(frame("file", 1), drop_oldest=False)
+    blocked = threading.Thread(target=q.put, args=(frame("file", 2),), kwargs={"drop_oldest": False})
+    blocked.start()
+    time.sleep(0.3)
+    assert blocked.is_alive() and q.pending() == 2
+    assert [f.frame_index for f in q.take_batch(1)] == [0]
+    blocked.join(timeout=2)
+    assert not blocked.is_alive() and q.dropped["file"] == 0
+    assert [f.frame_index for f in q.take_batch(8)] == [1, 2]
+
+
+def test_pacing_follows_capture_times():
+    pacer = Pacer(speed=2.0)
+    start = time.monotonic()
+    for t in (0.0, 0.2, 0.4):
+        pacer.wait(t)
+    assert 0.18 <= time.monotonic() - start < 0.4  # 0.4 s of capture at double speed
+
+
+def test_an_oversized_frame_keeps_its_best_instances_and_says_how_many_it_lost():
+    mask = np.random.default_rng(0).random((360, 640)) < 0.5  # incompressible: a huge RLE
+    enc = rle.encode(mask)
+    dets = [Detection(class_id=2, class_name="car", score=s, box=(0, 0, 1, 1), area=1, query=q,
+                      mask=RleMask(size=(360, 640), counts=enc["counts"]))
+            for q, s in enumerate([0.5, 0.9, 0.7, 0.6])]  # fmt: skip
+    big = FrameDetections(camera_id="c", frame_index=0, capture_time=0.0, width=640, height=360,
+                          model_name="m", model_version="1", instances=dets)  # fmt: skip
+    one = len(dets[0].mask.counts)
+    value, dropped = fit_message(big, max_bytes=int(2.5 * one))
+    kept = FrameDetections.model_validate_json(value)
+    assert dropped == 2 and kept.truncated == 2 and len(value) <= 2.5 * one
+    assert [d.query for d in kept.instances] == [1, 2]  # the two best, back in query order
+    assert fit_message(big, 10**7) == (big.model_dump_json().encode(), 0)
