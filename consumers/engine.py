@@ -49,6 +49,7 @@ class FrameMeta:
     height: int
     model_name: str = ""
     model_version: str = ""
+    decode_errors: int = 0
 
 
 def event_id(*parts: object) -> str:
@@ -112,7 +113,7 @@ class CameraProcessor:
 
     def process(self, frame: FrameDetections) -> list[Event]:
         meta = FrameMeta(frame.camera_id, frame.vehicle_id, frame.frame_index, frame.capture_time, frame.width,
-                         frame.height, frame.model_name, frame.model_version)  # fmt: skip
+                         frame.height, frame.model_name, frame.model_version, frame.decode_errors)  # fmt: skip
         obs = [Observation(d.class_name, d.score, d.box, rle.decode(d.mask.model_dump())) for d in frame.instances]
         return self.step(meta, obs)
 
@@ -167,6 +168,8 @@ class CameraProcessor:
 
     def _health(self, meta: FrameMeta, emit) -> None:
         st, r = self.state, self.rules
+        if meta.decode_errors:
+            emit("camera.health", status="decode_errors", frames=meta.decode_errors)
         if st.last_time is None:
             return
         gap = meta.time - st.last_time

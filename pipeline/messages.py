@@ -51,6 +51,7 @@ class FrameDetections(BaseModel):
     model_version: str
     instances: list[Detection]
     truncated: int = Field(0, ge=0, description="lowest-scoring instances left out to keep the message size bounded")
+    decode_errors: int = Field(0, ge=0, description="frames of this camera refused (corrupt) since its last message")
     end_of_stream: bool = Field(False, description="the camera's source ended; no instances, no further frames")
 
 

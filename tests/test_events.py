@@ -122,3 +122,12 @@ def test_rules_files_are_validated_with_the_field_named(tmp_path):
         load_rules(bad)
     with pytest.raises(ConfigError, match=r"none\.yaml"):
         load_rules(tmp_path / "none.yaml")
+
+
+def test_decode_errors_and_stalls_become_camera_health_events():
+    proc = CameraProcessor("veh/front", RULES)
+    events = proc.step(FrameMeta("veh/front", "veh", 0, 0.0, W, H), [])
+    events += proc.step(FrameMeta("veh/front", "veh", 1, 0.1, W, H, decode_errors=2), [])
+    events += proc.step(FrameMeta("veh/front", "veh", 2, 9.0, W, H), [])  # nearly 9 s without a frame
+    health = [(e.details["status"], e.frame_index) for e in events if e.type == "camera.health"]
+    assert health == [("decode_errors", 1), ("stalled", 2)]

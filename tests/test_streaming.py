@@ -189,4 +189,6 @@ def test_a_corrupt_frame_and_a_dead_camera_are_counted_and_the_rest_goes_on(kafk
     assert len(dead) == 1 and dead[0].key == "cam-folder" and dead[0].offset == 2
     assert "decoding failed" in dead[0].reason
     frames = read_topic(kafka.bootstrap, topics.detections, FrameDetections)
-    assert [f.frame_index for f in frames if f.camera_id == "cam-folder" and not f.end_of_stream] == [0, 1, 3]
+    published = [f for f in frames if f.camera_id == "cam-folder" and not f.end_of_stream]
+    assert [f.frame_index for f in published] == [0, 1, 3]
+    assert [f.decode_errors for f in published] == [0, 0, 1]  # reported with the camera's next frame

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 DEMO_RULES = Path(__file__).resolve().parents[2] / "configs" / "demo_rules.yaml"
 
 
-def build_sources(settings: Settings, *, shard: int = 0, shards: int = 1, keep_images: bool = False) -> list[Source]:
+def build_sources(settings: Settings, *, shard: int = 0, shards: int = 1) -> list[Source]:
     """The configured cameras of this shard (camera ``i`` belongs to shard ``i % shards``)."""
     if not 0 <= shard < shards:
         raise ConfigError(f"shard must be in 0..{shards - 1}, got {shard}")
@@ -46,7 +46,7 @@ def build_sources(settings: Settings, *, shard: int = 0, shards: int = 1, keep_i
         if cam.synthetic_seed is not None:
             sources.append(SyntheticVehicle(cam.vehicle_id or cam.id or f"sim-{i}", cam.synthetic_seed,
                                             cameras=cam.cameras, fps=cam.fps, seconds=cam.seconds,
-                                            realtime=bool(cam.realtime), keep_images=keep_images))  # fmt: skip
+                                            realtime=bool(cam.realtime)))  # fmt: skip
         else:
             assert cam.uri is not None and cam.id is not None
             sources.append(source_for(cam.uri, cam.id, vehicle_id=cam.vehicle_id, realtime=cam.realtime))
@@ -168,13 +168,13 @@ class DemoOptions:
 
 def _demo_sources(opts: DemoOptions) -> list[Source]:
     if opts.sources:
-        return [source_for(uri, f"cam-{i}", vehicle_id="given") for i, uri in enumerate(opts.sources)]
+        return [source_for(uri, f"cam-{i}", vehicle_id="given", keep_images=10) for i, uri in enumerate(opts.sources)]
     vehicles = math.ceil(opts.cameras / 4)
     out = []
     for v in range(vehicles):
         n = min(4, opts.cameras - 4 * v)
         out.append(SyntheticVehicle(f"veh-{v + 1}", opts.seed + v, cameras=n, fps=opts.fps, seconds=opts.seconds,
-                                    realtime=opts.realtime, keep_images=True))  # fmt: skip
+                                    realtime=opts.realtime, keep_images=10))  # fmt: skip
     return out
 
 

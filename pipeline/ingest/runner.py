@@ -79,6 +79,7 @@ class IngestRunner:
         self.stats = IngestStats()
         self.on_published = on_published
         self._readers: list[threading.Thread] = []
+        self._refused: Counter[str] = Counter()  # camera -> refused frames not yet reported in a message
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------------------ readers
@@ -149,12 +150,15 @@ class IngestRunner:
         for captured, result in zip(batch, results):
             if isinstance(result, FrameFailure):
                 self.stats.dropped["refused"] += 1
+                self._refused[captured.camera_id] += 1
                 log.warning("camera %s frame %d refused: %s", captured.camera_id, captured.frame_index, result.reason)
                 self.publisher.dead_letter(DeadLetter(
                     topic=f"camera:{captured.camera_id}", partition=-1, offset=captured.frame_index,
                     key=captured.camera_id, reason=result.reason, value=f"<{len(captured.jpeg)} bytes of JPEG>",
                 ))  # fmt: skip
                 continue
+            if self._refused[captured.camera_id]:  # the consumers turn this into a camera.health event
+                result.decode_errors = self._refused.pop(captured.camera_id)
             self.publisher.publish(result)
             self.stats.published[captured.camera_id] += 1
             self.stats.latencies_s.append(now - captured.enqueued)

@@ -65,6 +65,10 @@ class Source(abc.ABC):
 
     realtime: bool = False  # paced by the wall clock (live) rather than as fast as possible
     nominal_fps: float = 10.0
+    keep_images: int = 0  # keep the RGB picture of every n-th frame (reports); 0 = none
+
+    def _keep(self, index: int) -> bool:
+        return bool(self.keep_images) and index % self.keep_images == 0
 
     def __init__(self) -> None:
         self.state = SourceState.CONNECTING
@@ -88,10 +92,10 @@ class Source(abc.ABC):
 
 
 class SyntheticVehicle(Source):
-    """One simulated vehicle with its cameras; ``keep_images`` keeps the RGB frames for reports."""
+    """One simulated vehicle with its cameras."""
 
     def __init__(self, vehicle_id: str, seed: int, *, cameras: int = 4, fps: float = 10.0, seconds: float = 10.0,
-                 realtime: bool = False, keep_images: bool = False) -> None:  # fmt: skip
+                 realtime: bool = False, keep_images: int = 0) -> None:  # fmt: skip
         from pipeline.data.synthetic import vehicle_cameras
 
         super().__init__()
@@ -114,7 +118,7 @@ class SyntheticVehicle(Source):
             for cam_id, f in zip(self.camera_ids, frames):
                 yield CapturedFrame(
                     camera_id=cam_id, vehicle_id=self.vehicle_id, frame_index=index, capture_time=f.time_s,
-                    jpeg=encode_jpeg(f.image), image=f.image if self.keep_images else None,
+                    jpeg=encode_jpeg(f.image), image=f.image if self._keep(index) else None,
                     truth=[TrueInstance(i.object_id, i.category, i.mask) for i in f.instances],
                 )  # fmt: skip
         self.state = SourceState.ENDED
@@ -124,8 +128,10 @@ class VideoSource(Source):
     """A video file (as fast as possible, or paced) or a live stream URL (paced, reconnecting)."""
 
     def __init__(self, camera_id: str, uri: str, *, vehicle_id: str | None = None, realtime: bool | None = None,
-                 max_reconnects: int = 10, backoff_s: float = 0.5, max_backoff_s: float = 10.0) -> None:  # fmt: skip
+                 max_reconnects: int = 10, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
+                 keep_images: int = 0) -> None:  # fmt: skip
         super().__init__()
+        self.keep_images = keep_images
         self.camera_id, self.uri, self.vehicle_id = camera_id, uri, vehicle_id
         self.is_stream = "://" in uri
         self.realtime = self.is_stream if realtime is None else realtime
@@ -166,7 +172,14 @@ class VideoSource(Source):
                     break
                 stamp = time.time() - started if self.is_stream else index / self.nominal_fps
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                yield CapturedFrame(self.camera_id, self.vehicle_id, index, stamp, encode_jpeg(rgb))
+                yield CapturedFrame(
+                    self.camera_id,
+                    self.vehicle_id,
+                    index,
+                    stamp,
+                    encode_jpeg(rgb),
+                    image=rgb if self._keep(index) else None,
+                )
                 index += 1
             cap.release()
             if not self.is_stream:
@@ -192,8 +205,9 @@ class JpegFolder(Source):
     """The ``*.jpg``/``*.jpeg`` files of a folder in name order, at ``fps`` (capture time = index / fps)."""
 
     def __init__(self, camera_id: str, folder: str | Path, *, vehicle_id: str | None = None, fps: float = 10.0,
-                 realtime: bool = False) -> None:  # fmt: skip
+                 realtime: bool = False, keep_images: int = 0) -> None:  # fmt: skip
         super().__init__()
+        self.keep_images = keep_images
         self.camera_id, self.folder, self.vehicle_id = camera_id, Path(folder), vehicle_id
         self.nominal_fps, self.realtime = fps, realtime
         if not self.folder.is_dir():
@@ -209,7 +223,12 @@ class JpegFolder(Source):
         for index, path in enumerate(files):
             if self._stop.is_set():
                 break
-            yield CapturedFrame(self.camera_id, self.vehicle_id, index, index / self.nominal_fps, path.read_bytes())
+            data = path.read_bytes()
+            image = None
+            if self._keep(index):
+                bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                image = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            yield CapturedFrame(self.camera_id, self.vehicle_id, index, index / self.nominal_fps, data, image=image)
         self.state = SourceState.ENDED
 
 
