@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.geometry import masks_to_boxes
 from pipeline.model import Instances, Predictor, build_model
-from pipeline.model.predictor import masks_to_boxes, pad_batch, postprocess, resized_shape
+from pipeline.model.predictor import pad_batch, postprocess, resized_shape
 
 
 @pytest.mark.parametrize(

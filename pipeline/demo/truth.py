@@ -8,8 +8,8 @@ from consumers.rules import RulesFile
 from consumers.tracking import Observation
 from pipeline.data.classes import class_name
 from pipeline.data.synthetic import iter_synthetic_sequence, vehicle_cameras
+from pipeline.geometry import masks_to_boxes
 from pipeline.messages import Event
-from pipeline.serving.postprocess import boxes_from_masks
 
 
 def truth_events(vehicle_id: str, seed: int, rules: RulesFile, *, cameras: int = 4, fps: float = 10.0,
@@ -24,7 +24,7 @@ def truth_events(vehicle_id: str, seed: int, rules: RulesFile, *, cameras: int =
         n = index + 1
         for cid, f in zip(ids, frames):
             h, w = f.image.shape[:2]
-            obs = [Observation(class_name(i.category), 1.0, tuple(float(v) for v in boxes_from_masks(i.mask[None])[0]),
+            obs = [Observation(class_name(i.category), 1.0, tuple(float(v) for v in masks_to_boxes(i.mask[None])[0]),
                                i.mask, i.object_id) for i in f.instances]  # fmt: skip
             events += procs[cid].step(FrameMeta(cid, vehicle_id, index, f.time_s, w, h), obs)
     for cid in ids:

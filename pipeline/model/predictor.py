@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipeline.geometry import masks_to_boxes
 from pipeline.model.sparseinst import PIXEL_MEAN, PIXEL_STD, SparseInst
 
 
@@ -54,17 +55,6 @@ def pad_batch(images: Sequence[np.ndarray], divisibility: int = 32) -> np.ndarra
     for i, im in enumerate(images):
         out[i, :, : im.shape[1], : im.shape[2]] = im
     return out
-
-
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """(K, H, W) bool -> (K, 4) float32 xyxy boxes enclosing each mask (zeros for empty masks)."""
-    boxes = np.zeros((masks.shape[0], 4), dtype=np.float32)
-    for i, m in enumerate(masks):
-        ys = np.flatnonzero(m.any(axis=1))
-        xs = np.flatnonzero(m.any(axis=0))
-        if ys.size:
-            boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
-    return boxes
 
 
 @dataclass

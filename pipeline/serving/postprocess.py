@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline import rle
+from pipeline.geometry import masks_to_boxes
 
 
 @lru_cache(maxsize=64)
@@ -48,16 +49,6 @@ class FrameResult:
     query_index: np.ndarray  # (K,) int32
 
 
-def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
-    boxes = np.zeros((masks.shape[0], 4), dtype=np.float32)
-    for i, m in enumerate(masks):
-        ys = np.flatnonzero(m.any(axis=1))
-        xs = np.flatnonzero(m.any(axis=0))
-        if ys.size:
-            boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
-    return boxes
-
-
 def postprocess_frame(
     class_scores: np.ndarray,
     mask_logits: np.ndarray,
@@ -86,7 +77,7 @@ def postprocess_frame(
     return FrameResult(
         scores=(scores[idx] * maskness).astype(np.float32),
         classes=labels[idx].astype(np.int32),
-        boxes=boxes_from_masks(masks),
+        boxes=masks_to_boxes(masks),
         masks=masks,
         query_index=idx.astype(np.int32),
     )
