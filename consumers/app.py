@@ -169,7 +169,7 @@ class EventProcessor:
         if frame.frame_index <= proc.state.last_index:
             self.stats.replayed += 1
             return [], None, None
-        snapshot = proc.state.model_copy(deep=True)
+        snapshot = proc.snapshot().model_copy(deep=True)
         try:
             return proc.process(frame), None, frame.camera_id
         except Exception as exc:  # e.g. an RLE mask that does not fit its frame: this message only
@@ -221,7 +221,7 @@ class EventProcessor:
                     touched.add(camera)
             for cam in sorted(touched):
                 self.producer.send(self.topics.state, key=cam.encode(),
-                                   value=self.processors[cam].state.model_dump_json().encode())  # fmt: skip
+                                   value=self.processors[cam].snapshot().model_dump_json().encode())  # fmt: skip
             offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "", -1) for tp, rs in batches.items()}
             self.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
             self.producer.commit_transaction()

@@ -71,11 +71,6 @@ def _distance_to(points: tuple[tuple[float, float], ...], width: int, height: in
     return cv2.distanceTransform(outside, cv2.DIST_L2, 3)
 
 
-def _centroid(mask: np.ndarray) -> tuple[float, float]:
-    ys, xs = np.nonzero(mask)
-    return float(xs.mean()), float(ys.mean())
-
-
 def _side(line: Line, w: int, h: int, p: tuple[float, float]) -> int:
     (x1, y1), (x2, y2) = ((x * (w - 1), y * (h - 1)) for x, y in line.points)
     cross = (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1)
@@ -107,6 +102,7 @@ class CameraProcessor:
         self.state = state or CameraState(camera_id=camera_id)
         self.truth = truth
         self._masks: dict[str, np.ndarray] = {}  # decoded last masks, rebuilt lazily after a restart
+        self._dirty: set[str] = set()  # tracks whose mask changed since the last snapshot
         self.last_matched: list[tuple[Track, Observation]] = []  # confirmed tracks of the last frame (reports)
 
     # -------------------------------------------------------------------------------- entry points
@@ -146,6 +142,14 @@ class CameraProcessor:
         self.state.tracks = []
         self._close_window(meta, emit)
         return events
+
+    def snapshot(self) -> CameraState:
+        """The state to persist: masks are RLE-encoded here, once per save rather than once per frame."""
+        for t in self.state.tracks:
+            if t.track_id in self._dirty:
+                t.mask = rle.encode(self._masks[t.track_id])
+        self._dirty.clear()
+        return self.state
 
     # -------------------------------------------------------------------------------- steps
 
@@ -205,7 +209,8 @@ class CameraProcessor:
         for ti, oi in pairs:
             t, o = tracks[ti], obs[oi]
             t.last_index, t.last_time, t.box = meta.frame_index, meta.time, tuple(float(v) for v in o.box)
-            t.mask, t.misses, t.hits = rle.encode(o.mask), 0, t.hits + 1
+            t.misses, t.hits = 0, t.hits + 1
+            self._dirty.add(t.track_id)
             t.best_score = max(t.best_score, o.score)
             if not self.truth:
                 vote(t, o)
@@ -217,8 +222,9 @@ class CameraProcessor:
                 survivors.append(t)
                 continue
             t.misses += 1
-            if not t.confirmed:
-                self._masks.pop(t.track_id, None)  # a tentative track that missed: a flicker, no events
+            if not t.confirmed:  # a tentative track that missed: a flicker, no events
+                self._masks.pop(t.track_id, None)
+                self._dirty.discard(t.track_id)
             elif t.misses > r.max_misses:
                 self._end_track(t, meta, emit)
             else:
@@ -231,9 +237,10 @@ class CameraProcessor:
             st.next_track += 1
             t = Track(track_id=tid, class_name=o.class_name, first_index=meta.frame_index, first_time=meta.time,
                       last_index=meta.frame_index, last_time=meta.time, box=tuple(float(v) for v in o.box),
-                      mask=rle.encode(o.mask), best_score=o.score, object_id=o.object_id,
+                      best_score=o.score, object_id=o.object_id,
                       class_votes={o.class_name: o.score})  # fmt: skip
             self._masks[tid] = o.mask
+            self._dirty.add(tid)
             survivors.append(t)
             matched.append((t, o))
         st.tracks = survivors
@@ -254,6 +261,7 @@ class CameraProcessor:
         emit("track.ended", track=t, index=t.last_index, time=t.last_time, first_index=t.first_index,
              duration_s=round(t.last_time - t.first_time, 3), best_score=round(t.best_score, 4))  # fmt: skip
         self._masks.pop(t.track_id, None)
+        self._dirty.discard(t.track_id)
 
     def _zones_and_lines(self, meta: FrameMeta, matched: list[tuple[Track, Observation]], emit) -> None:
         r, w, h = self.rules, meta.width, meta.height
@@ -264,7 +272,7 @@ class CameraProcessor:
             for zone in self.camera.zones:
                 if not _applies(zone.classes, t.class_name):
                     continue
-                share = float((o.mask & _polygon_mask(tuple(zone.polygon), w, h)).sum()) / area
+                share = o.overlap(_polygon_mask(tuple(zone.polygon), w, h)) / area
                 inside = zone.name in t.zones
                 # a change of state needs `zone_frames` frames in a row past the threshold: no flicker
                 past = share < r.exit_share if inside else share >= r.enter_share
@@ -283,7 +291,7 @@ class CameraProcessor:
                 elif inside and zone.name not in t.dwelled and meta.time - t.zones[zone.name] >= r.dwell_s:
                     t.dwelled.append(zone.name)
                     emit("zone.dwell", track=t, zone=zone.name, dwell_s=round(meta.time - t.zones[zone.name], 3))
-            anchor = _centroid(o.mask)
+            anchor = o.centroid()
             for line in self.camera.lines:
                 if not _applies(line.classes, t.class_name):
                     continue

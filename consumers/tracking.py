@@ -28,9 +28,30 @@ class Observation:
     mask: np.ndarray  # (H, W) bool
     object_id: int | None = None  # ground truth only: the simulator's id
 
-    @property
-    def area(self) -> int:
-        return int(self.mask.sum())
+    def __post_init__(self) -> None:
+        h, w = self.mask.shape
+        x1, y1, x2, y2 = self.box
+        # the mask's pixels all lie in its box: per-object sums only need to look there
+        self.window = (
+            slice(max(int(y1), 0), min(int(np.ceil(y2)), h)),
+            slice(max(int(x1), 0), min(int(np.ceil(x2)), w)),
+        )
+        self.area = int(self.mask[self.window].sum())
+        if self.area != int(self.mask.sum()):  # a box that does not enclose the mask: use the whole frame
+            self.window = (slice(0, h), slice(0, w))
+            self.area = int(self.mask.sum())
+
+    def centroid(self) -> tuple[float, float]:
+        crop = self.mask[self.window]
+        ys, xs = crop.sum(axis=1), crop.sum(axis=0)
+        area = max(self.area, 1)
+        cy = float((ys * np.arange(crop.shape[0])).sum()) / area + self.window[0].start
+        cx = float((xs * np.arange(crop.shape[1])).sum()) / area + self.window[1].start
+        return cx, cy
+
+    def overlap(self, region: np.ndarray) -> int:
+        """Pixels of the mask inside ``region`` (a full-frame bool array)."""
+        return int((self.mask[self.window] & region[self.window]).sum())
 
 
 class Track(BaseModel):
@@ -43,7 +64,7 @@ class Track(BaseModel):
     last_index: int
     last_time: float
     box: tuple[float, float, float, float]
-    mask: dict = Field(description="last mask, COCO RLE")
+    mask: dict = Field(default_factory=dict, description="last mask, COCO RLE (written when the state is saved)")
     misses: int = 0
     hits: int = 1
     confirmed: bool = False

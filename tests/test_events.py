@@ -91,7 +91,7 @@ def test_event_ids_are_deterministic_and_state_resumes_exactly():
     frames = moving_car()
     _, straight = run(frames)
     first, part1 = run(frames[:8])
-    saved = CameraState.model_validate_json(first.state.model_dump_json())  # what a consumer commits
+    saved = CameraState.model_validate_json(first.snapshot().model_dump_json())  # what a consumer commits
     _, part2 = run(frames[8:], CameraProcessor("veh/front", RULES, saved), start=8)
     assert [e.event_id for e in part1 + part2] == [e.event_id for e in straight]
     _, again = run(frames)
