@@ -274,7 +274,7 @@ def _summary(ingest: dict, processor: EventProcessor, events: list, sources: lis
         "cameras": sum(len(s.camera_ids) for s in sources),
         "frames_read": ingest["frames_read"],
         "frames_published": ingest["frames_published"],
-        "frames_dropped": {k: v for k, v in ingest["frames_dropped"].items()},
+        "frames_dropped": dict(ingest["frames_dropped"]),
         "truncated_frames": counts.get("truncated_frames", 0),
         "fps": ingest["fps"],
         "latency_p50_ms": ingest["latency_p50_ms"],
