@@ -136,7 +136,7 @@ class EventProcessor:
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id or group_id,
                                       compression_type="gzip", acks="all")  # fmt: skip
         self.producer.init_transactions()  # fences any earlier instance with the same transactional id
-        self.states = load_states(bootstrap, self.topics.state)
+        self.states: dict[str, CameraState] = {}  # loaded when partitions are assigned (first poll)
         self.processors: dict[str, CameraProcessor] = {}
         self.stats = ConsumerStats()
         self._stop = threading.Event()
