@@ -160,7 +160,7 @@ class CameraProcessor:
             index = meta.frame_index if index is None else index
             events.append(Event(
                 event_id=event_id(self.camera_id, event_type, track.track_id if track else None, zone, line, direction,
-                                  index),
+                                  index, details.get("status")),
                 type=event_type, camera_id=self.camera_id, vehicle_id=meta.vehicle_id, frame_index=index,
                 frame_time=meta.time if time is None else time, model_name=meta.model_name,
                 model_version=meta.model_version, track_id=track.track_id if track else None,
@@ -178,7 +178,7 @@ class CameraProcessor:
             return
         gap = meta.time - st.last_time
         if gap > r.stall_s:
-            emit("camera.health", status="stalled", gap_s=round(gap, 3), class_name=None)
+            emit("camera.health", status="stalled", gap_s=round(gap, 3))
         st.intervals = [*st.intervals, gap][-20:]
         if st.nominal_interval is None and len(st.intervals) == 20:
             st.nominal_interval = float(np.median(st.intervals))

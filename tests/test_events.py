@@ -129,5 +129,12 @@ def test_decode_errors_and_stalls_become_camera_health_events():
     events = proc.step(FrameMeta("veh/front", "veh", 0, 0.0, W, H), [])
     events += proc.step(FrameMeta("veh/front", "veh", 1, 0.1, W, H, decode_errors=2), [])
     events += proc.step(FrameMeta("veh/front", "veh", 2, 9.0, W, H), [])  # nearly 9 s without a frame
-    health = [(e.details["status"], e.frame_index) for e in events if e.type == "camera.health"]
-    assert health == [("decode_errors", 1), ("stalled", 2)]
+    events += proc.step(FrameMeta("veh/front", "veh", 3, 19.0, W, H, decode_errors=1), [])  # both at once
+    health = [e for e in events if e.type == "camera.health"]
+    assert [(e.details["status"], e.frame_index) for e in health] == [
+        ("decode_errors", 1),
+        ("stalled", 2),
+        ("decode_errors", 3),
+        ("stalled", 3),
+    ]
+    assert len({e.event_id for e in health}) == 4
