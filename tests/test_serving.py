@@ -90,6 +90,11 @@ def test_ensemble_matches_the_predictor_instance_by_instance(triton, frames):
 
 
 def test_an_explicit_model_version_is_used_and_an_unknown_one_refused(triton, frames):
+    async def ready(version: str) -> bool:
+        async with SegmentationClient(ClientConfig(url=triton.grpc_url, model_version=version)) as client:
+            return await client.ready()
+
+    assert run(ready("1")) and not run(ready("7"))
     result = run(_infer(triton.grpc_url, frames[:1], model_version="1"))
     assert result[0].model_version == "1" and result[0].model_name == contract.ENSEMBLE
     with pytest.raises(Exception, match="7"):

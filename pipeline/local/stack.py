@@ -19,7 +19,6 @@ from typing import Any
 from pipeline.config import Settings
 from pipeline.local.kafka import LocalKafka, LocalKafkaConfig
 from pipeline.local.ports import port_open
-from pipeline.local.process import ServiceError
 from pipeline.local.triton import LocalTriton, LocalTritonConfig
 
 log = logging.getLogger(__name__)
@@ -155,11 +154,3 @@ def status(settings: Settings) -> dict[str, Any]:
                    "pid": None if triton_external else t.get("pid"), "log": t.get("log"),
                    "repository": t.get("repository")},
     }  # fmt: skip
-
-
-def require_running(settings: Settings) -> dict[str, Any]:
-    info = status(settings)
-    missing = [name for name in ("kafka", "triton") if not info[name]["running"]]
-    if missing:
-        raise ServiceError(f"not running: {', '.join(missing)}; start them with 'sparseinst-pipeline up'")
-    return info

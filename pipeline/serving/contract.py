@@ -19,10 +19,6 @@ class Tensor:
     dims: tuple[int, ...]
 
     @property
-    def numpy_dtype(self) -> str:
-        return {"UINT8": "uint8", "INT32": "int32", "FP32": "float32", "STRING": "object"}[self.dtype]
-
-    @property
     def wire_dtype(self) -> str:
         """The client-side datatype name (``BYTES`` for strings)."""
         return "BYTES" if self.dtype == "STRING" else self.dtype
