@@ -53,13 +53,13 @@ def build_sources(settings: Settings, *, shard: int = 0, shards: int = 1) -> lis
     return sources
 
 
-def addresses(settings: Settings) -> tuple[str, str]:
+def addresses(settings: Settings, *, need_triton: bool = True) -> tuple[str, str | None]:
     """Kafka bootstrap and Triton gRPC: configured ones, else the services started by ``up``."""
     from pipeline.local.stack import status
 
     info = status(settings)
     bootstrap, grpc = info["kafka_bootstrap"], info["triton_grpc"]
-    if not bootstrap or not grpc:
+    if not bootstrap or (need_triton and not grpc):
         raise ServiceError("no Kafka/Triton configured and none running: set kafka.bootstrap and triton.grpc_url, "
                            "or start the embedded ones with 'sparseinst-pipeline up'")  # fmt: skip
     return bootstrap, grpc
@@ -81,6 +81,7 @@ def _client(settings: Settings, grpc: str) -> ClientConfig:
 def run_ingest(settings: Settings, *, shard: int = 0, shards: int = 1) -> dict:
     """``sparseinst-pipeline run``: stream this shard's cameras until they end (or Ctrl-C)."""
     bootstrap, grpc = addresses(settings)
+    assert grpc is not None
     sources = build_sources(settings, shard=shard, shards=shards)
     if not sources:
         raise ConfigError("no cameras for this shard: add 'cameras' to the settings")
@@ -102,7 +103,7 @@ def run_ingest(settings: Settings, *, shard: int = 0, shards: int = 1) -> dict:
 
 def run_consume(settings: Settings, *, idle_exit_s: float | None = None) -> dict:
     """``sparseinst-pipeline consume``: events exactly once, and the SQLite sink, until Ctrl-C."""
-    bootstrap, _ = (settings.kafka.bootstrap, None) if settings.kafka.bootstrap else addresses(settings)
+    bootstrap, _ = addresses(settings, need_triton=False)
     topics = _topics(settings)
     ensure_topics(bootstrap, topics)
     processor = EventProcessor(bootstrap, _rules(settings), topics=topics, group_id=settings.consumer.group_id)
