@@ -177,13 +177,15 @@ class IngestRunner:
                     capture_time=last / source.nominal_fps, width=1, height=1, model_name="", model_version="",
                     instances=[], end_of_stream=True,
                 ))  # fmt: skip
-        self.stats.dropped["behind"] += sum(self.queues.dropped.values())
+        self.stats.dropped["behind"] = sum(self.queues.dropped.values())
 
     def progress(self) -> dict:
+        behind = sum(self.queues.dropped.values())  # live count; copied into stats.dropped at the end
+        other = sum(v for k, v in self.stats.dropped.items() if k != "behind")
         return {
             "read": sum(self.stats.frames_read.values()),
             "published": sum(self.stats.published.values()),
-            "dropped": sum(self.stats.dropped.values()) + sum(self.queues.dropped.values()),
+            "dropped": behind + other,
             "queued": self.queues.pending(),
             "fps": sum(self.stats.published.values()) / max(self.stats.elapsed_s, 1e-9),
         }
