@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from consumers.engine import CameraProcessor, CameraState, FrameMeta
 from consumers.rules import RulesFile
-from pipeline.messages import DeadLetter, Event, FrameDetections
+from pipeline.messages import DeadLetter, Event, FrameDetections, dead_letter_topic
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class ConsumerTopics:
 
     @property
     def dead_letter(self) -> str:
-        return f"{self.detections}.dead-letter"
+        return dead_letter_topic(self.detections)
 
 
 @dataclass
@@ -152,14 +152,11 @@ class EventProcessor:
         try:
             frame = FrameDetections.model_validate_json(record.value)
         except (ValidationError, ValueError, TypeError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3]) if isinstance(
-                exc, ValidationError) else reason  # fmt: skip
-            value = (record.value or b"")[:MAX_DEAD_LETTER_VALUE].decode("utf-8", errors="replace")
-            key = record.key.decode("utf-8", errors="replace") if record.key else None
-            log.warning("dead letter: %s[%d]@%d: %s", record.topic, record.partition, record.offset, detail)
-            return [], DeadLetter(topic=record.topic, partition=record.partition, offset=record.offset, key=key,
-                                  reason=f"invalid detections message: {detail}", value=value), None  # fmt: skip
+            if isinstance(exc, ValidationError):
+                detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+            else:
+                detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return [], self._dead_letter(record, f"invalid detections message: {detail}"), None
         proc = self.processor(frame.camera_id)
         if frame.end_of_stream:
             meta = FrameMeta(frame.camera_id, frame.vehicle_id, frame.frame_index, frame.capture_time, 1, 1)
@@ -169,25 +166,19 @@ class EventProcessor:
         if frame.frame_index <= proc.state.last_index:
             self.stats.replayed += 1
             return [], None, None
-        snapshot = proc.snapshot().model_copy(deep=True)
         try:
+            # masks are decoded before any state changes, so a bad one leaves the camera's state as it was
             return proc.process(frame), None, frame.camera_id
-        except Exception as exc:  # e.g. an RLE mask that does not fit its frame: this message only
-            self.processors[frame.camera_id] = CameraProcessor(frame.camera_id, self.rules, snapshot)
-            log.warning("dead letter: %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
-            value = record.value[:MAX_DEAD_LETTER_VALUE].decode("utf-8", "replace")
-            return (
-                [],
-                DeadLetter(
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    key=frame.camera_id,
-                    reason=f"unusable detections: {exc}",
-                    value=value,
-                ),
-                None,
-            )
+        except ValueError as exc:  # e.g. an RLE mask that does not fit its frame: this message only
+            return [], self._dead_letter(record, f"unusable detections: {exc}"), None
+
+    def _dead_letter(self, record, reason: str) -> DeadLetter:
+        log.warning("dead letter: %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
+        return DeadLetter(
+            topic=record.topic, partition=record.partition, offset=record.offset,
+            key=record.key.decode("utf-8", errors="replace") if record.key else None, reason=reason,
+            value=(record.value or b"")[:MAX_DEAD_LETTER_VALUE].decode("utf-8", errors="replace"),
+        )  # fmt: skip
 
     def poll_once(self, timeout_ms: int = 500) -> int:
         """Process one poll's records in one transaction; returns how many records."""
@@ -196,8 +187,7 @@ class EventProcessor:
         batches = self.consumer.poll(timeout_ms=timeout_ms)
         if self._reassigned:  # partitions moved between members: their cameras' states moved too
             self._reassigned = False
-            self.processors.clear()
-            self.states = load_states(self.bootstrap, self.topics.state)
+            self._reload_states()
         records = [r for rs in batches.values() for r in rs]
         if not records:
             return 0
@@ -237,9 +227,13 @@ class EventProcessor:
         self.stats.busy_s += time.monotonic() - started
         return len(records)
 
-    def _rewind(self) -> None:
+    def _reload_states(self) -> None:
+        """Drop the in-memory processors; cameras resume from their last committed state."""
         self.processors.clear()
         self.states = load_states(self.bootstrap, self.topics.state)
+
+    def _rewind(self) -> None:
+        self._reload_states()
         for tp in self.consumer.assignment():
             committed = self.consumer.committed(tp)
             if committed is None:

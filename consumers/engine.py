@@ -110,6 +110,9 @@ class CameraProcessor:
     def process(self, frame: FrameDetections) -> list[Event]:
         meta = FrameMeta(frame.camera_id, frame.vehicle_id, frame.frame_index, frame.capture_time, frame.width,
                          frame.height, frame.model_name, frame.model_version, frame.decode_errors)  # fmt: skip
+        for d in frame.instances:
+            if tuple(d.mask.size) != (frame.height, frame.width):
+                raise ValueError(f"mask of query {d.query} is {d.mask.size}, the frame {frame.height}x{frame.width}")
         obs = [Observation(d.class_name, d.score, d.box, rle.decode(d.mask.model_dump())) for d in frame.instances]
         return self.step(meta, obs)
 

@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 1
 
 
+def dead_letter_topic(topic: str) -> str:
+    """Where records that could not be used for ``topic`` go (ingest and consumers alike)."""
+    return f"{topic}.dead-letter"
+
+
 class RleMask(BaseModel):
     """A COCO run-length-encoded mask (column-major runs, ``counts`` as the compressed string)."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from pipeline import messages
 from pipeline.messages import DeadLetter, FrameDetections
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class DetectionPublisher:
         if max_message_bytes >= BROKER_LIMIT:
             raise ValueError(f"max_message_bytes must stay under the broker limit ({BROKER_LIMIT})")
         self.topic, self.max_message_bytes = topic, max_message_bytes
-        self.dead_letter_topic = dead_letter_topic or f"{topic}.dead-letter"
+        self.dead_letter_topic = dead_letter_topic or messages.dead_letter_topic(topic)
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
                                       compression_type="gzip", linger_ms=5, max_request_size=BROKER_LIMIT)  # fmt: skip
         self.counts: Counter[str] = Counter()

@@ -26,12 +26,9 @@ log = logging.getLogger(__name__)
 
 def _frames(n: int) -> list[bytes]:
     from pipeline.data.synthetic import synthetic_image
+    from pipeline.ingest.sources import encode_jpeg
 
-    out = []
-    for i in range(n):
-        bgr = cv2.cvtColor(synthetic_image(2024, i).image, cv2.COLOR_RGB2BGR)
-        out.append(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-    return out
+    return [encode_jpeg(synthetic_image(2024, i).image) for i in range(n)]
 
 
 def bench_serving(

@@ -144,8 +144,6 @@ class SegmentationClient:
 
     async def infer(self, frames: Sequence[Frame]) -> list[FrameDetections]:
         """Segment a batch of frames in one request. Raises an :class:`InferenceError` subclass."""
-        if not frames:
-            raise InvalidRequestError("empty batch: a request needs at least one frame")
         if len(frames) > contract.MAX_BATCH:
             raise InvalidRequestError(f"batch of {len(frames)} frames exceeds the limit of {contract.MAX_BATCH}")
         for i, f in enumerate(frames):
@@ -153,7 +151,7 @@ class SegmentationClient:
                 check_frame(f.jpeg, max_pixels=contract.MAX_PIXELS, max_side=contract.MAX_SIDE)
             except InvalidFrame as exc:
                 raise InvalidRequestError(f"frame {i} (camera {f.camera_id}, #{f.frame_index}): {exc}") from None
-        batch = pack_frames([f.jpeg for f in frames])
+        batch = pack_frames([f.jpeg for f in frames])  # refuses an empty batch
         inp = self._grpc.InferInput(contract.FRAMES.name, list(batch.shape), contract.FRAMES.wire_dtype)
         inp.set_data_from_numpy(batch)
         outputs = [self._grpc.InferRequestedOutput(t.name) for t in contract.RESULTS]
