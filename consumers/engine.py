@@ -25,6 +25,7 @@ from pipeline.messages import Event, FrameDetections
 
 class CameraState(BaseModel):
     camera_id: str
+    stream_epoch: int = Field(0, description="the run of the camera's source whose frames are being processed")
     next_track: int = 1
     tracks: list[Track] = Field(default_factory=list)
     last_index: int = -1
@@ -50,6 +51,7 @@ class FrameMeta:
     model_name: str = ""
     model_version: str = ""
     decode_errors: int = 0
+    stream_epoch: int = 0
 
 
 def event_id(*parts: object) -> str:
@@ -107,9 +109,45 @@ class CameraProcessor:
 
     # -------------------------------------------------------------------------------- entry points
 
+    def consume(self, frame: FrameDetections) -> tuple[list[Event], str | None]:
+        """One message of the camera's stream: its events, and why it was skipped (or None).
+
+        Frames are identified by (``stream_epoch``, ``frame_index``). A newer epoch is a restarted
+        source: the old stream's open tracks are closed and the camera goes on. An older epoch
+        (``stale_stream``) or a frame already processed (``duplicate``) is skipped.
+        """
+        st = self.state
+        if frame.stream_epoch < st.stream_epoch:
+            return [], "stale_stream"
+        events = self.restart(frame.stream_epoch) if frame.stream_epoch > st.stream_epoch else []
+        if frame.frame_index <= st.last_index:
+            return events, "duplicate"
+        if frame.end_of_stream:
+            meta = FrameMeta(frame.camera_id, frame.vehicle_id, frame.frame_index, frame.capture_time, 1, 1,
+                             stream_epoch=frame.stream_epoch)  # fmt: skip
+            events += self.flush(meta)
+            st.last_index = frame.frame_index
+            return events, None
+        return events + self.process(frame), None
+
+    def restart(self, epoch: int) -> list[Event]:
+        """A new run of the camera's source: end the old stream's tracks, keep counts and track numbering."""
+        st = self.state
+        events: list[Event] = []
+        if st.last_index >= 0 and (st.tracks or st.window_start is not None):
+            meta = FrameMeta(self.camera_id, None, st.last_index + 1, st.last_time or 0.0, 1, 1,
+                             stream_epoch=st.stream_epoch)  # fmt: skip
+            events = self.flush(meta)
+        st.stream_epoch, st.last_index, st.last_time = epoch, -1, None
+        st.intervals, st.nominal_interval, st.fps_low = [], None, False
+        self._masks.clear()
+        self._dirty.clear()
+        return events
+
     def process(self, frame: FrameDetections) -> list[Event]:
         meta = FrameMeta(frame.camera_id, frame.vehicle_id, frame.frame_index, frame.capture_time, frame.width,
-                         frame.height, frame.model_name, frame.model_version, frame.decode_errors)  # fmt: skip
+                         frame.height, frame.model_name, frame.model_version, frame.decode_errors,
+                         frame.stream_epoch)  # fmt: skip
         for d in frame.instances:
             if tuple(d.mask.size) != (frame.height, frame.width):
                 raise ValueError(f"mask of query {d.query} is {d.mask.size}, the frame {frame.height}x{frame.width}")
@@ -144,6 +182,7 @@ class CameraProcessor:
                 self._end_track(track, meta, emit)
         self.state.tracks = []
         self._close_window(meta, emit)
+        self.state.window_start = None  # closed: a later flush (a restart after the end) emits nothing again
         return events
 
     def snapshot(self) -> CameraState:
@@ -161,9 +200,11 @@ class CameraProcessor:
                  direction: str | None = None, index: int | None = None, time: float | None = None,
                  **details: float | int | str | bool | None) -> None:  # fmt: skip
             index = meta.frame_index if index is None else index
+            # the epoch keeps ids of a restarted stream apart; epoch 0 (version 1 messages) keeps the old ids
+            epoch = (meta.stream_epoch,) if meta.stream_epoch else ()
             events.append(Event(
                 event_id=event_id(self.camera_id, event_type, track.track_id if track else None, zone, line, direction,
-                                  index, details.get("status")),
+                                  index, details.get("status"), *epoch),
                 type=event_type, camera_id=self.camera_id, vehicle_id=meta.vehicle_id, frame_index=index,
                 frame_time=meta.time if time is None else time, model_name=meta.model_name,
                 model_version=meta.model_version, track_id=track.track_id if track else None,

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from pipeline.kafka.connection import KafkaConnection
 from pipeline.messages import Event
 
 SCHEMA = """
@@ -54,11 +55,12 @@ class EventStore:
 class EventSink:
     """Consumes the events topic into an :class:`EventStore` until stopped."""
 
-    def __init__(self, bootstrap: str, topic: str, store: EventStore, group_id: str = "sparseinst-sink") -> None:
+    def __init__(self, conn: KafkaConnection | str, topic: str, store: EventStore,
+                 group_id: str = "sparseinst-sink") -> None:  # fmt: skip
         from kafka import KafkaConsumer
 
         self.store = store
-        self.consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group_id,
+        self.consumer = KafkaConsumer(topic, **KafkaConnection.of(conn).client_args(), group_id=group_id,
                                       isolation_level="read_committed", auto_offset_reset="earliest",
                                       enable_auto_commit=False)  # fmt: skip
         self.stored = 0

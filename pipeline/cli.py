@@ -249,17 +249,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.demo.app import run_ingest
+def _app_settings(args: argparse.Namespace):
+    from pipeline.config import load_settings
 
-    print(json.dumps(run_ingest(_settings(args), shard=args.shard, shards=args.shards), indent=2))
+    overrides: dict = {}
+    if args.metrics_port is not None:
+        overrides["metrics"] = {"port": args.metrics_port}
+    if getattr(args, "member_id", None):
+        overrides["consumer"] = {"member_id": args.member_id}
+    return load_settings(args.config, **overrides)
+
+
+def _announce_metrics(port: int) -> None:
+    print(f"metrics: http://127.0.0.1:{port}/metrics" if port else "", file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.apps.ingest import run_ingest
+
+    summary = run_ingest(_app_settings(args), shard=args.shard, shards=args.shards, on_metrics=_announce_metrics)
+    print(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from pipeline.demo.app import run_consume
+    from pipeline.apps.consume import run_consume
 
-    print(json.dumps(run_consume(_settings(args), idle_exit_s=args.idle_exit), indent=2))
+    print(json.dumps(run_consume(_app_settings(args), idle_exit_s=args.idle_exit, on_metrics=_announce_metrics),
+                     indent=2))  # fmt: skip
+    return 0
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    from pipeline.kafka.connection import check_connection
+    from pipeline.kafka.topics import ensure_topics
+
+    settings = _settings(args)
+    conn = settings.kafka.connection()
+    check_connection(conn)
+    found = ensure_topics(conn, settings.kafka.topic_names(), settings.kafka.topics, create=True)
+    for name, partitions in sorted(found.items()):
+        print(f"{name:<40} {partitions:>3} partitions")
     return 0
 
 
@@ -393,12 +423,23 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--config", type=Path, required=True, help="settings YAML with 'cameras'")
     rn.add_argument("--shard", type=int, default=0, help="this process's shard: cameras i with i %% shards == shard")
     rn.add_argument("--shards", type=int, default=1)
+    rn.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0: a free one)")
     rn.set_defaults(func=cmd_run)
 
-    co = sub.add_parser("consume", help="turn detections into events exactly once, and keep them in SQLite")
+    co = sub.add_parser("consume", help="one member of the event-processor group: events exactly once, and its "
+                        "SQLite sink")  # fmt: skip
     co.add_argument("--config", type=Path, required=True, help="settings YAML ('consumer.rules', 'consumer.sink')")
+    co.add_argument("--member-id", help="this member's stable name (default: POD_NAME or the host name); every "
+                    "member of a group needs its own")  # fmt: skip
     co.add_argument("--idle-exit", type=float, help="stop after this many seconds without messages")
+    co.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0: a free one)")
     co.set_defaults(func=cmd_consume)
+
+    tp = sub.add_parser("topics", help="the Kafka topics the applications use")
+    tsub = tp.add_subparsers(dest="topics_command", required=True)
+    tc = tsub.add_parser("create", help="create missing topics with kafka.topics' layout and check existing ones")
+    tc.add_argument("--config", type=Path, help="settings YAML (kafka.bootstrap, kafka.topics, kafka.security)")
+    tc.set_defaults(func=cmd_topics_create)
 
     demo = sub.add_parser("demo", help="everything on one machine: embedded Kafka and Triton, synthetic or given "
                           "cameras, events, an HTML report")  # fmt: skip

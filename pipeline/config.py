@@ -16,16 +16,33 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pipeline.errors import ConfigError
+from pipeline.kafka.connection import KafkaConnection, KafkaSecurity
+from pipeline.kafka.topics import Topics, TopicSpec
 from pipeline.local.process import default_cache
 from pipeline.serving import contract
+
+TOPIC_NAME = r"^[A-Za-z0-9._-]{1,200}$"
 
 
 class KafkaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bootstrap: str | None = Field(None, description="external cluster, host:port[,host:port]; unset = embedded")
-    detections_topic: str = "detections"
-    events_topic: str = "events"
+    detections_topic: str = Field("detections", pattern=TOPIC_NAME)
+    events_topic: str = Field("events", pattern=TOPIC_NAME)
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    topics: TopicSpec = Field(default_factory=TopicSpec)
+    create_topics: bool = Field(True, description="create missing topics at start; false where one owner "
+                                "('sparseinst-pipeline topics create') made them")  # fmt: skip
+
+    def connection(self, bootstrap: str | None = None) -> KafkaConnection:
+        address = bootstrap or self.bootstrap
+        if not address:
+            raise ConfigError("kafka.bootstrap is not set and no embedded Kafka is running")
+        return KafkaConnection(bootstrap=address, security=self.security)
+
+    def topic_names(self) -> Topics:
+        return Topics(detections=self.detections_topic, events=self.events_topic)
 
 
 class TritonSettings(BaseModel):
@@ -36,6 +53,7 @@ class TritonSettings(BaseModel):
     model_name: str = contract.ENSEMBLE
     model_version: str = Field("", description="explicit model version; empty = the server's version policy")
     timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(12, ge=0, description="retries while the server is unavailable (backoff doubles to 5 s)")
 
 
 class LocalSettings(BaseModel):
@@ -92,8 +110,32 @@ class ConsumerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rules: Path | None = Field(None, description="zones/lines/rules YAML; none = tracks, health and alerts only")
-    group_id: str = "sparseinst-events"
-    sink: Path | None = Field(Path("runs/events.sqlite"), description="SQLite file the events are kept in")
+    group_id: str = Field("sparseinst-events", pattern=TOPIC_NAME)
+    member_id: str | None = Field(
+        None,
+        pattern=TOPIC_NAME,
+        description="this member's stable name (its "
+        "transactional id is group_id.member_id); unset = POD_NAME or the host name",
+    )
+    sink: Path | None = Field(
+        Path("runs/events-{member}.sqlite"),
+        description="SQLite file of this member's events ('{member}' becomes the member id: one file per replica)",
+    )
+    session_timeout_s: float = Field(15.0, ge=6.0, le=300.0, description="a member silent this long leaves the group")
+    transaction_timeout_s: float = Field(60.0, ge=1.0, le=900.0, description="a dead member's open transaction is "
+                                         "aborted by the broker after this")  # fmt: skip
+
+    def sink_path(self, member: str) -> Path | None:
+        return Path(str(self.sink).replace("{member}", member)) if self.sink else None
+
+
+class MetricsSettings(BaseModel):
+    """The Prometheus endpoint of ``run`` and ``consume`` (``/metrics``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field("127.0.0.1", description="0.0.0.0 to be scraped from other hosts (in a pod)")
+    port: int | None = Field(None, ge=0, le=65535, description="unset = no endpoint; 0 = a free port")
 
 
 class Settings(BaseSettings):
@@ -104,6 +146,7 @@ class Settings(BaseSettings):
     local: LocalSettings = Field(default_factory=LocalSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     cameras: list[CameraSettings] = Field(default_factory=list)
 
     @classmethod

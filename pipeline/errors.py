@@ -35,3 +35,19 @@ class ServerUnavailableError(InferenceError):
 
 class InferenceTimeoutError(InferenceError):
     """A request did not complete within its deadline."""
+
+
+class KafkaUnavailableError(PipelineError):
+    """Kafka could not be reached, refused the login, or stopped answering."""
+
+
+class TopicsError(PipelineError):
+    """The topics are missing or not laid out as the applications need (partitions, compaction)."""
+
+
+class StateLoadError(PipelineError):
+    """A consumer could not load the complete state of the cameras it was assigned."""
+
+
+class ConsumerFatalError(PipelineError):
+    """The consumer must stop: not a record's fault (fenced by another member, broker gone, not authorised)."""

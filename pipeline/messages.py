@@ -1,6 +1,9 @@
 """Wire schemas shared by the producer side and the consumers (consumers import this, never the reverse).
 
 Every message carries ``schema_version``; a consumer refuses versions it does not know.
+
+Versions: ``FrameDetections`` 2 adds ``stream_epoch`` (version 1 messages are still read, as
+epoch 0); ``DeadLetter`` 2 adds ``error_type``. Events are version 1.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # events
+FRAME_SCHEMA_VERSION = 2
+DEAD_LETTER_SCHEMA_VERSION = 2
 
 
 def dead_letter_topic(topic: str) -> str:
@@ -45,9 +50,15 @@ class FrameDetections(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = FRAME_SCHEMA_VERSION
     camera_id: str = Field(min_length=1)
     vehicle_id: str | None = None
+    stream_epoch: int = Field(
+        0,
+        ge=0,
+        description="identifies one run of the camera's source (milliseconds since "
+        "the epoch when it started); frame_index counts within it. 0: unknown (version 1)",
+    )
     frame_index: int = Field(ge=0)
     capture_time: float = Field(description="seconds since the epoch (or stream start) when the frame was taken")
     width: int = Field(gt=0)
@@ -105,10 +116,11 @@ class DeadLetter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = DEAD_LETTER_SCHEMA_VERSION
     topic: str
     partition: int
     offset: int
     key: str | None
     reason: str
+    error_type: str | None = Field(None, description="the exception's type, where one was raised")
     value: str = Field(description="the original value, decoded as UTF-8 with replacement, cut to 64 KiB")

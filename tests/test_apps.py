@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from consumers.sink import EventStore
+from pipeline.apps.consume import run_consume
+from pipeline.apps.ingest import build_sources, run_ingest
 from pipeline.config import load_settings
-from pipeline.demo.app import build_sources, run_consume, run_ingest
 from pipeline.errors import ConfigError
 from tests.conftest import REPO_ROOT
 

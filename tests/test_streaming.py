@@ -13,12 +13,13 @@ from collections import Counter
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from consumers.app import ConsumerTopics, EventProcessor, ensure_topics
+from consumers.processor import EventProcessor
 from consumers.rules import load_rules
 from consumers.scoring import score_events
 from pipeline.demo.truth import truth_events
 from pipeline.ingest.runner import IngestRunner
 from pipeline.ingest.sources import JpegFolder, SyntheticVehicle, VideoSource
+from pipeline.kafka.topics import Topics, ensure_topics
 from pipeline.messages import DeadLetter, Event, FrameDetections
 from pipeline.publish import DetectionPublisher
 from pipeline.serving.client import ClientConfig
@@ -41,12 +42,12 @@ def read_topic(bootstrap: str, topic: str, model=Event, timeout_ms: int = 5000) 
         consumer.close()
 
 
-def new_topics() -> ConsumerTopics:
+def new_topics() -> Topics:
     tag = uuid.uuid4().hex[:8]
-    return ConsumerTopics(detections=f"detections-{tag}", events=f"events-{tag}")
+    return Topics(detections=f"detections-{tag}", events=f"events-{tag}")
 
 
-def consume_all(bootstrap: str, topics: ConsumerTopics, group: str, idle_exit_s: float = 4.0) -> EventProcessor:
+def consume_all(bootstrap: str, topics: Topics, group: str, idle_exit_s: float = 4.0) -> EventProcessor:
     proc = EventProcessor(bootstrap, RULES, topics=topics, group_id=group)
     proc.run(idle_exit_s=idle_exit_s)
     proc.close()
@@ -115,8 +116,8 @@ def test_events_are_unique_and_complete(streamed):
 def test_a_consumer_restart_mid_stream_loses_and_duplicates_nothing(streamed, kafka):
     """Replay the same detections into a fresh group twice: once straight, once with a crash in the middle."""
     topics = streamed["topics"]
-    straight_topics = ConsumerTopics(detections=topics.detections, events=f"{topics.events}-straight")
-    crash_topics = ConsumerTopics(detections=topics.detections, events=f"{topics.events}-crash")
+    straight_topics = Topics(detections=topics.detections, events=f"{topics.events}-straight")
+    crash_topics = Topics(detections=topics.detections, events=f"{topics.events}-crash")
     for t in (straight_topics, crash_topics):
         ensure_topics(kafka.bootstrap, t)
     reference = consume_all(kafka.bootstrap, straight_topics, f"g-{uuid.uuid4().hex}")

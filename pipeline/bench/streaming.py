@@ -64,16 +64,17 @@ def synthetic_messages(n: int, instances: int = 10, width: int = 640, height: in
 def bench_consumer(*, messages: int = 2000, json_path: Path | None = None) -> dict:
     from kafka import KafkaProducer
 
-    from consumers.app import ConsumerTopics, EventProcessor, ensure_topics
+    from consumers.processor import EventProcessor
     from consumers.rules import load_rules
     from pipeline.demo.app import DEMO_RULES
+    from pipeline.kafka.topics import Topics, TopicSpec, ensure_topics
     from pipeline.local.kafka import LocalKafka
 
     values = synthetic_messages(messages)
     rules = load_rules(DEMO_RULES)
     with LocalKafka() as kafka:
-        topics = ConsumerTopics(detections=f"bench-{uuid.uuid4().hex[:6]}", events="bench-events")
-        ensure_topics(kafka.bootstrap, topics, partitions=1)
+        topics = Topics(detections=f"bench-{uuid.uuid4().hex[:6]}", events="bench-events")
+        ensure_topics(kafka.bootstrap, topics, TopicSpec(partitions=1))
         producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, compression_type="gzip", linger_ms=5)
         for v in values:
             producer.send(topics.detections, key=b"bench/front", value=v)
@@ -104,12 +105,13 @@ def bench_pipeline(*, cameras: int = 4, seconds: float = 10.0, seed: int = 0, ba
                    json_path: Path | None = None) -> dict:  # fmt: skip
     import tritonclient.grpc as grpcclient
 
-    from consumers.app import ConsumerTopics, EventProcessor, ensure_topics
+    from consumers.processor import EventProcessor
     from consumers.rules import load_rules
     from pipeline.config import Settings
     from pipeline.demo.app import DEMO_RULES
     from pipeline.ingest.runner import IngestRunner
     from pipeline.ingest.sources import SyntheticVehicle
+    from pipeline.kafka.topics import Topics, ensure_topics
     from pipeline.local.kafka import LocalKafka
     from pipeline.local.stack import ensure_repository
     from pipeline.local.triton import LocalTriton, LocalTritonConfig
@@ -135,7 +137,7 @@ def bench_pipeline(*, cameras: int = 4, seconds: float = 10.0, seed: int = 0, ba
         model_fps = batch * reps / (time.monotonic() - t0)
         client.close()
 
-        topics = ConsumerTopics(detections=f"bench-{uuid.uuid4().hex[:6]}", events="bench-pipeline-events")
+        topics = Topics(detections=f"bench-{uuid.uuid4().hex[:6]}", events="bench-pipeline-events")
         ensure_topics(kafka.bootstrap, topics)
         proc = EventProcessor(kafka.bootstrap, rules, topics=topics, group_id=f"bench-{uuid.uuid4().hex[:6]}")
         entered: dict[tuple[str, int], float] = {}

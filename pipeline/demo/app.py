@@ -1,4 +1,4 @@
-"""The runnable applications: ``run`` (ingest), ``consume`` (events + sink) and ``demo`` (everything)."""
+"""``sparseinst-pipeline demo``: everything on one machine, scored against the simulator, with a report."""
 
 from __future__ import annotations
 
@@ -13,144 +13,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from consumers.app import ConsumerTopics, EventProcessor, ensure_topics
 from consumers.engine import CameraProcessor
+from consumers.processor import EventProcessor
 from consumers.rules import RulesFile, load_rules
 from consumers.scoring import SCORED_TYPES, score_events
 from consumers.sink import EventSink, EventStore
+from pipeline.apps.common import client_config, progress_line
 from pipeline.config import Settings
 from pipeline.data.classes import CLASS_INDEX
-from pipeline.errors import ConfigError
 from pipeline.ingest.runner import IngestRunner
 from pipeline.ingest.sources import CapturedFrame, Source, SyntheticVehicle, source_for
-from pipeline.local.process import ServiceError
+from pipeline.kafka.connection import KafkaConnection
+from pipeline.kafka.topics import Topics, ensure_topics
 from pipeline.messages import FrameDetections
 from pipeline.publish import DetectionPublisher
-from pipeline.serving.client import ClientConfig
 
 log = logging.getLogger(__name__)
 
 DEMO_RULES = Path(__file__).resolve().parents[2] / "configs" / "demo_rules.yaml"
-
-
-def build_sources(settings: Settings, *, shard: int = 0, shards: int = 1) -> list[Source]:
-    """The configured cameras of this shard (camera ``i`` belongs to shard ``i % shards``)."""
-    if not 0 <= shard < shards:
-        raise ConfigError(f"shard must be in 0..{shards - 1}, got {shard}")
-    sources: list[Source] = []
-    for i, cam in enumerate(settings.cameras):
-        if i % shards != shard:
-            continue
-        if cam.synthetic_seed is not None:
-            sources.append(SyntheticVehicle(cam.vehicle_id or cam.id or f"sim-{i}", cam.synthetic_seed,
-                                            cameras=cam.cameras, fps=cam.fps, seconds=cam.seconds,
-                                            realtime=bool(cam.realtime)))  # fmt: skip
-        else:
-            assert cam.uri is not None and cam.id is not None
-            sources.append(source_for(cam.uri, cam.id, vehicle_id=cam.vehicle_id, realtime=cam.realtime))
-    return sources
-
-
-def addresses(settings: Settings, *, need_triton: bool = True) -> tuple[str, str | None]:
-    """Kafka bootstrap and Triton gRPC: configured ones, else the services started by ``up``."""
-    from pipeline.local.stack import status
-
-    info = status(settings)
-    bootstrap, grpc = info["kafka_bootstrap"], info["triton_grpc"]
-    if not bootstrap or (need_triton and not grpc):
-        raise ServiceError("no Kafka/Triton configured and none running: set kafka.bootstrap and triton.grpc_url, "
-                           "or start the embedded ones with 'sparseinst-pipeline up'")  # fmt: skip
-    return bootstrap, grpc
-
-
-def _rules(settings: Settings) -> RulesFile:
-    return load_rules(settings.consumer.rules) if settings.consumer.rules else RulesFile()
-
-
-def _topics(settings: Settings) -> ConsumerTopics:
-    return ConsumerTopics(detections=settings.kafka.detections_topic, events=settings.kafka.events_topic)
-
-
-def _client(settings: Settings, grpc: str) -> ClientConfig:
-    t = settings.triton
-    return ClientConfig(url=grpc, model_name=t.model_name, model_version=t.model_version, timeout_s=t.timeout_s)
-
-
-def run_ingest(settings: Settings, *, shard: int = 0, shards: int = 1) -> dict:
-    """``sparseinst-pipeline run``: stream this shard's cameras until they end (or Ctrl-C)."""
-    bootstrap, grpc = addresses(settings)
-    assert grpc is not None
-    sources = build_sources(settings, shard=shard, shards=shards)
-    if not sources:
-        raise ConfigError("no cameras for this shard: add 'cameras' to the settings")
-    ensure_topics(bootstrap, _topics(settings))
-    publisher = DetectionPublisher(bootstrap, settings.kafka.detections_topic,
-                                   max_message_bytes=settings.ingest.max_message_bytes)  # fmt: skip
-    i = settings.ingest
-    runner = IngestRunner(sources, _client(settings, grpc), publisher, max_batch=i.max_batch, budget=i.budget,
-                          in_flight=i.in_flight, speed=i.speed)  # fmt: skip
-    with _progress(runner.progress, None) as _:
-        try:
-            stats = runner.run()
-        except KeyboardInterrupt:
-            runner.stop()
-            stats = runner.stats
-    publisher.close()
-    return {**stats.summary(), "sources": [s.describe() for s in sources], **publisher.counts}
-
-
-def run_consume(settings: Settings, *, idle_exit_s: float | None = None) -> dict:
-    """``sparseinst-pipeline consume``: events exactly once, and the SQLite sink, until Ctrl-C."""
-    bootstrap, _ = addresses(settings, need_triton=False)
-    topics = _topics(settings)
-    ensure_topics(bootstrap, topics)
-    processor = EventProcessor(bootstrap, _rules(settings), topics=topics, group_id=settings.consumer.group_id)
-    sink = store = None
-    if settings.consumer.sink:
-        store = EventStore(settings.consumer.sink)
-        sink = EventSink(bootstrap, topics.events, store, group_id=f"{settings.consumer.group_id}-sink")
-        threading.Thread(target=sink.run, daemon=True, name="sink").start()
-    try:
-        stats = processor.run(idle_exit_s=idle_exit_s)
-    except KeyboardInterrupt:
-        stats = processor.stats
-    finally:
-        processor.close()
-        if sink is not None:
-            time.sleep(1.0)
-            sink.stop()
-    return {"messages": stats.messages, "events": dict(stats.events), "dead_letters": stats.dead_letters,
-            "sink": str(settings.consumer.sink) if store else None}  # fmt: skip
-
-
-@contextlib.contextmanager
-def _progress(ingest_progress, processor: EventProcessor | None, total: int | None = None):
-    """A live line: frames published, fps, frames waiting (lag), events so far."""
-    stop = threading.Event()
-    bar = tqdm(total=total, unit="frame", desc="streaming", dynamic_ncols=True)
-
-    def loop() -> None:
-        while not stop.wait(0.5):
-            p = ingest_progress()
-            bar.n = p["published"]
-            post = {"fps": f"{p['fps']:.1f}", "lag": p["queued"], "dropped": p["dropped"]}
-            if processor is not None:
-                post["events"] = sum(processor.stats.events.values())
-            bar.set_postfix(post, refresh=True)
-
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-    try:
-        yield bar
-    finally:
-        stop.set()
-        t.join()
-        bar.close()
-
-
-# ---------------------------------------------------------------------------------------------- demo
 
 
 @dataclass
@@ -200,14 +81,15 @@ def run_demo(settings: Settings, opts: DemoOptions) -> dict:
 
 def _stream_demo(settings: Settings, opts: DemoOptions, rules: RulesFile, bootstrap: str, grpc: str) -> dict:
     tag = time.strftime("%Y%m%d-%H%M%S")
-    topics = ConsumerTopics(detections=f"demo-{tag}.detections", events=f"demo-{tag}.events")
-    ensure_topics(bootstrap, topics)
-    processor = EventProcessor(bootstrap, rules, topics=topics, group_id=f"demo-{tag}")
+    topics = Topics(detections=f"demo-{tag}.detections", events=f"demo-{tag}.events")
+    conn = KafkaConnection(bootstrap=bootstrap, security=settings.kafka.security)
+    ensure_topics(conn, topics, settings.kafka.topics)
+    processor = EventProcessor(conn, rules, topics=topics, group_id=f"demo-{tag}", member_id="demo")
     opts.out.mkdir(parents=True, exist_ok=True)
     db = opts.out / "events.sqlite"
     db.unlink(missing_ok=True)
     store = EventStore(db)
-    sink = EventSink(bootstrap, topics.events, store, group_id=f"demo-{tag}-sink")
+    sink = EventSink(conn, topics.events, store, group_id=f"demo-{tag}-sink")
     workers = [threading.Thread(target=processor.run, daemon=True), threading.Thread(target=sink.run, daemon=True)]
     for w in workers:
         w.start()
@@ -221,12 +103,12 @@ def _stream_demo(settings: Settings, opts: DemoOptions, rules: RulesFile, bootst
         published_at.append((now - start, (now - captured.enqueued) * 1000.0))
         kept.append((captured, result))
 
-    publisher = DetectionPublisher(bootstrap, topics.detections)
-    runner = IngestRunner(sources, _client(settings, grpc), publisher, max_batch=settings.ingest.max_batch,
+    publisher = DetectionPublisher(conn, topics.detections)
+    runner = IngestRunner(sources, client_config(settings, grpc), publisher, max_batch=settings.ingest.max_batch,
                           budget=settings.ingest.budget, in_flight=settings.ingest.in_flight,
                           on_published=on_published)  # fmt: skip
     total = sum(int(opts.seconds * opts.fps) * len(s.camera_ids) for s in sources) if not opts.sources else None
-    with _progress(runner.progress, processor, total):
+    with progress_line(runner.progress, lambda: sum(processor.stats.events.values()), total):
         stats = runner.run()
     publisher.close()
     expected = sum(stats.published.values()) + sum(len(s.camera_ids) for s in sources if s.state.value == "ended")

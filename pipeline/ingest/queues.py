@@ -27,8 +27,11 @@ class CameraQueues:
         self.dropped: Counter[str] = Counter()  # camera -> frames dropped because it fell behind
         self.closed = False
 
-    def put(self, frame: CapturedFrame, *, drop_oldest: bool) -> None:
+    def put(self, frame: CapturedFrame, *, drop_oldest: bool) -> bool:
+        """Queue ``frame``; False if the queues were closed before it found room."""
         with self._cv:
+            if self.closed:
+                return False
             q = self._queues.get(frame.camera_id)
             if q is None:
                 q = self._queues[frame.camera_id] = deque()
@@ -40,10 +43,11 @@ class CameraQueues:
                 else:
                     self._cv.wait(0.1)
                     if self.closed:
-                        return
+                        return False
             frame.enqueued = time.monotonic()
             q.append(frame)
             self._cv.notify_all()
+            return True
 
     def take_batch(self, max_batch: int, timeout_s: float = 0.05) -> list[CapturedFrame]:
         """Up to ``max_batch`` frames, one camera at a time in turn; waits up to ``timeout_s`` for the first."""
@@ -65,6 +69,15 @@ class CameraQueues:
     def pending(self) -> int:
         with self._cv:
             return sum(len(q) for q in self._queues.values())
+
+    def drain(self) -> list[CapturedFrame]:
+        """Remove and return every waiting frame."""
+        with self._cv:
+            left = [f for q in self._queues.values() for f in q]
+            for q in self._queues.values():
+                q.clear()
+            self._cv.notify_all()
+            return left
 
     def close(self) -> None:
         with self._cv:

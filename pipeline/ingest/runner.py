@@ -3,14 +3,18 @@
 One reader thread per source (pacing live-like sources on the wall clock), one asyncio loop
 that batches across cameras and keeps up to ``in_flight`` requests at Triton. Results are
 published in the order the batches were formed, so each camera's frames reach Kafka in order.
-Every frame that does not reach Kafka is counted by reason: ``behind`` (a live camera fell
-behind; oldest dropped), ``refused`` (the server refused the frame: corrupt, oversized),
-``server_error`` (timeouts, unavailability after the retries).
+A frame counts as published once the broker acknowledged it. Every frame read that is not
+published is counted by reason: ``behind`` (a live camera fell behind; oldest dropped),
+``refused`` (the server refused the frame: corrupt, oversized), ``server_error`` (timeouts,
+unavailability after the retries), ``publish_failed`` (the broker did not acknowledge it) and
+``shutdown`` (still waiting when the runner was stopped).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import functools
 import logging
 import threading
 import time
@@ -31,27 +35,58 @@ from pipeline.serving.client import ClientConfig, Frame, FrameFailure, Segmentat
 log = logging.getLogger(__name__)
 
 
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
 @dataclass
 class IngestStats:
+    """What happened to every frame read: published (acknowledged) or dropped by reason, per camera.
+
+    Updated from the reader threads, the asyncio loop and the producer's I/O thread, hence the lock.
+    """
+
     frames_read: Counter[str] = field(default_factory=Counter)  # camera -> frames
-    published: Counter[str] = field(default_factory=Counter)
+    published: Counter[str] = field(default_factory=Counter)  # camera -> frames acknowledged by the broker
     dropped: Counter[str] = field(default_factory=Counter)  # reason -> frames
-    latencies_s: list[float] = field(default_factory=list)  # queue entry -> published
+    dropped_by_camera: Counter[tuple[str, str]] = field(default_factory=Counter)  # (camera, reason) -> frames
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))  # queue entry -> acknowledged
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    latency_sum_s: float = 0.0
     batches: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def read(self, camera: str) -> None:
+        with self.lock:
+            self.frames_read[camera] += 1
+
+    def drop(self, camera: str, reason: str, n: int = 1) -> None:
+        with self.lock:
+            self.dropped[reason] += n
+            self.dropped_by_camera[camera, reason] += n
+
+    def acknowledged(self, camera: str, latency_s: float) -> None:
+        with self.lock:
+            self.published[camera] += 1
+            self.latencies_s.append(latency_s)
+            self.latency_sum_s += latency_s
+            self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
 
     @property
     def elapsed_s(self) -> float:
         return (self.finished or time.monotonic()) - self.started
 
     def summary(self) -> dict:
-        lat = np.asarray(self.latencies_s) * 1000.0
-        published = sum(self.published.values())
+        with self.lock:
+            lat = np.asarray(self.latencies_s) * 1000.0
+            published, read = sum(self.published.values()), sum(self.frames_read.values())
+            dropped = dict(self.dropped)
         return {
-            "frames_read": sum(self.frames_read.values()),
+            "frames_read": read,
             "frames_published": published,
-            "frames_dropped": dict(self.dropped),
+            "frames_dropped": dropped,
+            "frames_unaccounted": read - published - sum(dropped.values()),
             "batches": self.batches,
             "elapsed_s": round(self.elapsed_s, 3),
             "fps": round(published / self.elapsed_s, 2) if self.elapsed_s > 0 else 0.0,
@@ -80,20 +115,28 @@ class IngestRunner:
         self.on_published = on_published
         self._readers: list[threading.Thread] = []
         self._refused: Counter[str] = Counter()  # camera -> refused frames not yet reported in a message
+        self.epochs: dict[str, int] = {}  # first camera of a source -> stream epoch of this run
+        self._behind_counted: Counter[str] = Counter()
+        self._behind_lock = threading.Lock()
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------------------ readers
 
     def _read(self, source: Source) -> None:
         pacer = Pacer(self.speed) if source.realtime and not getattr(source, "is_stream", False) else None
+        # one run of this source: frame indices count within it, so a restarted process is a new stream
+        epoch = time.time_ns() // 1_000_000
+        self.epochs[source.camera_ids[0]] = epoch
         try:
             for frame in source.frames():
                 if self._stop.is_set():
                     break
                 if pacer is not None:
                     pacer.wait(frame.capture_time, self._stop)
-                self.stats.frames_read[frame.camera_id] += 1
-                self.queues.put(frame, drop_oldest=source.realtime)
+                frame.stream_epoch = epoch
+                self.stats.read(frame.camera_id)
+                if not self.queues.put(frame, drop_oldest=source.realtime):
+                    self.stats.drop(frame.camera_id, "shutdown")  # read while the runner was stopping
         except Exception:
             source.state = SourceState.FAILED
             log.exception("source %s failed", source.camera_ids)
@@ -115,8 +158,11 @@ class IngestRunner:
             asyncio.run(self._loop())
         finally:
             self.stop()
+            for frame in self.queues.drain():  # stopped early (Ctrl-C): what still waited is not lost silently
+                self.stats.drop(frame.camera_id, "shutdown")
+            self.publisher.flush()  # published means acknowledged: wait for the outstanding ones
+            self._count_behind()
             self.stats.finished = time.monotonic()
-            self.publisher.flush()
         return self.stats
 
     def _sources_done(self) -> bool:
@@ -143,49 +189,64 @@ class IngestRunner:
         try:
             results = await task
         except InferenceError as exc:
-            self.stats.dropped["server_error"] += len(batch)
+            for captured in batch:
+                self.stats.drop(captured.camera_id, "server_error")
             log.error("batch of %d frames lost: %s", len(batch), exc)
             return
-        now = time.monotonic()
         for captured, result in zip(batch, results):
             if isinstance(result, FrameFailure):
-                self.stats.dropped["refused"] += 1
+                self.stats.drop(captured.camera_id, "refused")
                 self._refused[captured.camera_id] += 1
                 log.warning("camera %s frame %d refused: %s", captured.camera_id, captured.frame_index, result.reason)
                 self.publisher.dead_letter(DeadLetter(
                     topic=f"camera:{captured.camera_id}", partition=-1, offset=captured.frame_index,
-                    key=captured.camera_id, reason=result.reason, value=f"<{len(captured.jpeg)} bytes of JPEG>",
+                    key=captured.camera_id, reason=result.reason, error_type="InvalidRequestError",
+                    value=f"<{len(captured.jpeg)} bytes of JPEG>",
                 ))  # fmt: skip
                 continue
             if self._refused[captured.camera_id]:  # the consumers turn this into a camera.health event
                 result.decode_errors = self._refused.pop(captured.camera_id)
-            self.publisher.publish(result)
-            self.stats.published[captured.camera_id] += 1
-            self.stats.latencies_s.append(now - captured.enqueued)
-            if self.on_published is not None:
-                self.on_published(captured, result)
+            result.stream_epoch = captured.stream_epoch
+            self.publisher.publish(result, on_ack=functools.partial(self._acked, captured, result))
+
+    def _acked(self, captured: CapturedFrame, result: FrameDetections, error: BaseException | None) -> None:
+        """Runs in the producer's I/O thread once the broker answered for this frame."""
+        if error is not None:
+            self.stats.drop(captured.camera_id, "publish_failed")
+            return
+        self.stats.acknowledged(captured.camera_id, time.monotonic() - captured.enqueued)
+        if self.on_published is not None:
+            self.on_published(captured, result)
 
     def _end_streams(self) -> None:
         """Tell the consumers that the cameras of finished sources have ended (they close open tracks)."""
         for source in self.sources:
             if source.state != SourceState.ENDED:
                 continue
+            epoch = self.epochs.get(source.camera_ids[0], 0)
             for cam in source.camera_ids:
                 last = self.stats.frames_read[cam]
                 self.publisher.publish(FrameDetections(
-                    camera_id=cam, vehicle_id=getattr(source, "vehicle_id", None), frame_index=last,
-                    capture_time=last / source.nominal_fps, width=1, height=1, model_name="", model_version="",
-                    instances=[], end_of_stream=True,
+                    camera_id=cam, vehicle_id=getattr(source, "vehicle_id", None), stream_epoch=epoch,
+                    frame_index=last, capture_time=last / source.nominal_fps, width=1, height=1, model_name="",
+                    model_version="", instances=[], end_of_stream=True,
                 ))  # fmt: skip
-        self.stats.dropped["behind"] = sum(self.queues.dropped.values())
+
+    def _count_behind(self) -> None:
+        """Frames the queues dropped (live cameras behind) join the other reasons."""
+        with self._behind_lock:
+            for cam, n in dict(self.queues.dropped).items():
+                new = n - self._behind_counted[cam]
+                if new > 0:
+                    self._behind_counted[cam] = n
+                    self.stats.drop(cam, "behind", new)
 
     def progress(self) -> dict:
-        behind = sum(self.queues.dropped.values())  # live count; copied into stats.dropped at the end
-        other = sum(v for k, v in self.stats.dropped.items() if k != "behind")
+        self._count_behind()
         return {
             "read": sum(self.stats.frames_read.values()),
             "published": sum(self.stats.published.values()),
-            "dropped": behind + other,
+            "dropped": sum(self.stats.dropped.values()),
             "queued": self.queues.pending(),
             "fps": sum(self.stats.published.values()) / max(self.stats.elapsed_s, 1e-9),
         }

@@ -51,6 +51,7 @@ class CapturedFrame:
     truth: list[TrueInstance] | None = None  # simulator only
     image: np.ndarray | None = None  # the RGB frame, kept by sources that have it (for reports)
     enqueued: float = field(default=0.0)  # monotonic time it entered the pipeline (latency)
+    stream_epoch: int = 0  # the run of the source that read it (set by the ingest runner)
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:

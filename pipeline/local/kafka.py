@@ -13,8 +13,9 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from pipeline.kafka.connection import KafkaConnection, KafkaSecurity
 from pipeline.local.ports import free_port, port_open, wait_until
 from pipeline.local.process import REPO_ROOT, LocalService, ServiceError, default_cache
 
@@ -33,6 +34,25 @@ class LocalKafkaConfig(BaseModel):
     heap_mb: int = Field(512, ge=128)
     partitions: int = Field(4, ge=1, description="default partitions of auto-created topics")
     startup_timeout_s: float = Field(90.0, gt=0)
+    # security of the client listener: SCRAM users (made when the storage is formatted) and/or TLS
+    scram_users: dict[str, SecretStr] = Field(default_factory=dict, description="user -> password (SCRAM-SHA-512)")
+    tls_keystore: Path | None = Field(None, description="PEM with the server's key and certificate chain")
+    tls_ca: Path | None = Field(None, description="the CA clients should trust (for client_connection)")
+    # a node of a cluster (LocalKafkaCluster fills these in)
+    node_id: int = Field(1, ge=1)
+    controller_port: int = Field(0, ge=0, le=65535)
+    internal_port: int = Field(0, ge=0, le=65535, description="broker-to-broker listener (secured client one)")
+    quorum_voters: str | None = Field(None, description="id@host:port,...; unset = this node alone")
+    cluster_id: str | None = None
+    replication: int = Field(1, ge=1, description="replication of internal topics and the default for new topics")
+    min_insync_replicas: int = Field(1, ge=1)
+
+    @property
+    def client_protocol(self) -> str:
+        tls = self.tls_keystore is not None
+        if self.scram_users:
+            return "SASL_SSL" if tls else "SASL_PLAINTEXT"
+        return "SSL" if tls else "PLAINTEXT"
 
 
 def ensure_kafka_jars(jars_dir: Path) -> Path:
@@ -52,6 +72,15 @@ def ensure_kafka_jars(jars_dir: Path) -> Path:
     if run.returncode != 0 or not any(jars_dir.glob("kafka_2.13-*.jar")):
         raise ServiceError(f"Maven could not resolve the Kafka jars:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
     return jars_dir
+
+
+def new_cluster_id() -> str:
+    """A random cluster id as Kafka makes them: URL-safe base64 of a UUID, never starting with '-'
+    (the storage tool would read such an id as an option)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class LocalKafka(LocalService):
@@ -74,26 +103,57 @@ class LocalKafka(LocalService):
         assert self.data_dir is not None
         return self.data_dir / "broker.log"
 
-    def _properties(self, controller_port: int) -> str:
+    def client_connection(self, user: str | None = None, password: str | None = None) -> KafkaConnection:
+        """How a client reaches this broker: its protocol, the CA, and a user's credentials (the first by default)."""
+        c = self.config
+        security: dict = {"protocol": c.client_protocol}
+        if c.scram_users:
+            user = user or next(iter(c.scram_users))
+            security |= {"sasl_mechanism": "SCRAM-SHA-512", "username": user,
+                         "password": password if password is not None else c.scram_users[user].get_secret_value()}
+        if c.tls_keystore is not None and c.tls_ca is not None:
+            security["ssl_cafile"] = c.tls_ca
+        return KafkaConnection(bootstrap=self.bootstrap, security=KafkaSecurity(**security))
+
+    def _properties(self) -> str:
         c, host = self.config, self.config.host
         assert self.data_dir is not None
-        return "\n".join([
+        secured = c.client_protocol != "PLAINTEXT"
+        listeners = [f"CLIENT://{host}:{self.port}", f"CONTROLLER://{host}:{c.controller_port}"]
+        advertised = [f"CLIENT://{host}:{self.port}"]
+        protocols = [f"CLIENT:{c.client_protocol}", "CONTROLLER:PLAINTEXT"]
+        if secured:  # brokers talk to each other on a plain loopback listener of their own
+            listeners.append(f"INTERNAL://{host}:{c.internal_port}")
+            advertised.append(f"INTERNAL://{host}:{c.internal_port}")
+            protocols.append("INTERNAL:PLAINTEXT")
+        lines = [
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@{host}:{controller_port}",
-            f"listeners=PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://{host}:{self.port}",
+            f"node.id={c.node_id}",
+            f"controller.quorum.voters={c.quorum_voters or f'{c.node_id}@{host}:{c.controller_port}'}",
+            f"listeners={','.join(listeners)}",
+            f"advertised.listeners={','.join(advertised)}",
+            f"inter.broker.listener.name={'INTERNAL' if secured else 'CLIENT'}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"listener.security.protocol.map={','.join(protocols)}",
             f"log.dirs={self.data_dir / 'data'}",
             f"num.partitions={c.partitions}",
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
+            f"default.replication.factor={c.replication}",
+            f"min.insync.replicas={c.min_insync_replicas}",
+            f"offsets.topic.replication.factor={c.replication}",
+            f"transaction.state.log.replication.factor={c.replication}",
+            f"transaction.state.log.min.isr={min(c.min_insync_replicas, c.replication)}",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms=2000",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=true",
             "message.max.bytes=8388608",
-        ]) + "\n"  # fmt: skip
+        ]
+        if c.scram_users:
+            lines += ["sasl.enabled.mechanisms=SCRAM-SHA-512",
+                      "listener.name.client.scram-sha-512.sasl.jaas.config="
+                      "org.apache.kafka.common.security.scram.ScramLoginModule required;"]  # fmt: skip
+        if c.tls_keystore is not None:
+            lines += ["ssl.keystore.type=PEM", f"ssl.keystore.location={c.tls_keystore}", "ssl.client.auth=none"]
+        return "\n".join(lines) + "\n"
 
     def _java(self, *args: str, heap: bool = False) -> list[str]:
         java = shutil.which("java")
@@ -105,26 +165,45 @@ class LocalKafka(LocalService):
         return [java, *opts, f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{jars}/*", *args]
 
     def start(self) -> LocalKafka:
+        self.prepare()
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def prepare(self) -> None:
+        """Ports, properties and formatted storage (kept from an earlier run in the same data folder)."""
+        c = self.config
         self.data_dir = self.scratch_dir(self.data_dir)
-        self.port = self.port or free_port(self.config.host)
+        self.port = self.port or free_port(c.host)
+        fill = {k: free_port(c.host) for k in ("controller_port", "internal_port") if not getattr(c, k)}
+        self.config = c = c.model_copy(update=fill)
         props = self.data_dir / "server.properties"
-        props.write_text(self._properties(free_port(self.config.host)))
+        props.write_text(self._properties())
         (self.data_dir / "log4j.properties").write_text(
             "log4j.rootLogger=INFO, file\nlog4j.appender.file=org.apache.log4j.FileAppender\n"
             f"log4j.appender.file.File={self.log_path}\nlog4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
             "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
         )
         if not (self.data_dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            scram = []  # the users exist from the first start (KRaft keeps them in the metadata log)
+            for user, password in c.scram_users.items():
+                scram += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password.get_secret_value()}]"]
             fmt = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+                self._java("kafka.tools.StorageTool", "format", "-t", c.cluster_id or new_cluster_id(), "-c",
+                           str(props), *scram),
                 capture_output=True, text=True,
             )  # fmt: skip
             if fmt.returncode != 0:
                 raise ServiceError(f"formatting Kafka storage failed: {fmt.stderr[-2000:] or fmt.stdout[-2000:]}")
+
+    def launch(self) -> None:
+        """Start the broker process on the prepared folder (also to restart it after :meth:`kill`)."""
+        assert self.data_dir is not None
         out = open(self.data_dir / "broker.stdout", "ab")  # noqa: SIM115 - owned by the child process
-        self.spawn(self._java("kafka.Kafka", str(props), heap=True), out)
-        log.info("starting Kafka on %s (data in %s)", self.bootstrap, self.data_dir)
+        self.spawn(self._java("kafka.Kafka", str(self.data_dir / "server.properties"), heap=True), out)
+        log.info("starting Kafka node %d on %s (data in %s)", self.config.node_id, self.bootstrap, self.data_dir)
+
+    def wait_ready(self) -> None:
         try:
             wait_until(self._ready, timeout_s=self.config.startup_timeout_s, what=f"Kafka on {self.bootstrap}",
                        alive=self.alive)  # fmt: skip
@@ -132,7 +211,6 @@ class LocalKafka(LocalService):
             tail = self.log_path.read_text()[-3000:] if self.log_path.exists() else ""
             self.stop()
             raise ServiceError(f"{exc}; broker log tail:\n{tail}") from exc
-        return self
 
     def _ready(self) -> bool:
         from kafka import KafkaAdminClient
@@ -140,11 +218,69 @@ class LocalKafka(LocalService):
         if not port_open(self.config.host, self.port):  # cheap check first: avoids client reconnect backoff
             return False
         admin = KafkaAdminClient(
-            bootstrap_servers=self.bootstrap, request_timeout_ms=5000, client_id="readiness",
+            **self.client_connection().client_args(), request_timeout_ms=5000, client_id="readiness",
             reconnect_backoff_ms=100, reconnect_backoff_max_ms=500,
         )  # fmt: skip
-        try:
-            admin.describe_cluster()
-            return True
+        try:  # ready once this node is a registered broker of the cluster
+            brokers = admin.describe_cluster()["brokers"]
+            return any(b.get("broker_id", b.get("node_id")) == self.config.node_id and not b.get("is_fenced")
+                       for b in brokers)  # fmt: skip
         finally:
             admin.close()
+
+
+class LocalKafkaCluster:
+    """``size`` combined broker+controller nodes on loopback: one KRaft quorum, replicated topics.
+
+    ``bootstrap`` lists every node; :meth:`kill` and :meth:`restart` take one node down (SIGKILL) and
+    back up on the same ports and data, as a crashed and restarted broker.
+    """
+
+    def __init__(self, size: int = 3, *, min_insync_replicas: int = 2, data_dir: Path | None = None,
+                 heap_mb: int = 384, partitions: int = 4) -> None:  # fmt: skip
+        host = "127.0.0.1"
+        controllers = [free_port(host) for _ in range(size)]
+        voters = ",".join(f"{i + 1}@{host}:{p}" for i, p in enumerate(controllers))
+        cluster_id = new_cluster_id()
+        self.nodes = [
+            LocalKafka(LocalKafkaConfig(
+                node_id=i + 1, controller_port=controllers[i], quorum_voters=voters, cluster_id=cluster_id,
+                replication=size, min_insync_replicas=min_insync_replicas, heap_mb=heap_mb, partitions=partitions,
+                data_dir=data_dir / f"node-{i + 1}" if data_dir else None,
+            ))
+            for i in range(size)
+        ]  # fmt: skip
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.bootstrap for n in self.nodes)
+
+    def start(self) -> LocalKafkaCluster:
+        for n in self.nodes:
+            n.prepare()
+        for n in self.nodes:  # a quorum needs a majority up before any node is ready
+            n.launch()
+        try:
+            for n in self.nodes:
+                n.wait_ready()
+        except ServiceError:
+            self.stop()
+            raise
+        return self
+
+    def kill(self, node: int) -> None:
+        self.nodes[node].kill()
+
+    def restart(self, node: int) -> None:
+        self.nodes[node].launch()
+        self.nodes[node].wait_ready()
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+    def __enter__(self) -> LocalKafkaCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

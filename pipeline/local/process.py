@@ -61,6 +61,13 @@ class LocalService(abc.ABC):
     def start(self) -> Self:
         """Start the server and return once it is ready."""
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; its data folder stays for a restart."""
+        if self.alive():
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
     def stop(self, timeout_s: float = 30.0) -> None:
         if self.alive():
             assert self.process is not None

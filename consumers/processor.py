@@ -1,0 +1,356 @@
+"""The event processor: one member of a Kafka consumer group, exactly once, any number of members.
+
+For every poll it turns detections into events with one :class:`CameraProcessor` per camera,
+then, in one Kafka transaction, produces the events, the dead letters, a snapshot of every
+touched camera's state (to a compacted state topic) and the consumed offsets. Either all of
+it becomes visible to ``read_committed`` readers or none of it does.
+
+- **Many members.** Each member has its own transactional id (``<group>.<member id>``, stable per
+  pod or host), and zombie members are fenced by the group metadata sent with the offsets
+  (KIP-447), so members of one group never fence each other.
+- **State follows partitions.** The state topic is co-partitioned with ``detections``: a member
+  loads the states of exactly the partitions it was assigned, completely or not at all, and
+  keeps in memory the partitions a rebalance gives back to it.
+- **Failure policy.** Any exception while handling one record sends that record to the
+  dead-letter topic with the exception's type and message; the poll is redone without it, so
+  a half-applied record never reaches the committed state. Errors that are not the record's
+  fault (fenced, not authorised, the cluster gone for longer than ``kafka_retry_s``) stop the
+  member with :class:`ConsumerFatalError`; an error while aborting never hides the first one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kafka import ConsumerRebalanceListener, TopicPartition
+from pydantic import ValidationError
+
+from consumers.engine import CameraProcessor, CameraState
+from consumers.rules import RulesFile
+from pipeline.errors import ConsumerFatalError
+from pipeline.kafka.connection import KafkaConnection
+from pipeline.kafka.state import load_partitions
+from pipeline.kafka.topics import Topics
+from pipeline.messages import DeadLetter, Event, FrameDetections
+
+log = logging.getLogger(__name__)
+
+MAX_DEAD_LETTER_VALUE = 64 * 1024
+
+
+def default_member_id() -> str:
+    """A stable name for this member: the pod (``POD_NAME``), else the host name."""
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
+@dataclass
+class ConsumerStats:
+    messages: int = 0
+    events: Counter[str] = field(default_factory=Counter)
+    dead_letters: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # duplicate / stale_stream -> messages
+    transactions: int = 0
+    aborted: int = 0
+    state_loads: int = 0
+    lag: dict[int, int] = field(default_factory=dict)  # partition -> messages behind the end
+    busy_s: float = 0.0
+
+    @property
+    def replayed(self) -> int:
+        return self.skipped["duplicate"]
+
+
+class _Redo(Exception):
+    """A record failed part-way: redo the poll from the last commit, with the record dead-lettered."""
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, owner: EventProcessor) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked) -> None:
+        self.owner._revoked(set(revoked), lost=False)
+
+    def on_partitions_lost(self, lost) -> None:
+        self.owner._revoked(set(lost), lost=True)
+
+    def on_partitions_assigned(self, assigned) -> None:
+        self.owner._assigned(set(assigned))
+
+
+# Errors after which this member must stop; anything else from Kafka is retried for a while.
+_FATAL = ("ProducerFencedError", "TransactionalIdAuthorizationFailedError", "TopicAuthorizationFailedError",
+          "GroupAuthorizationFailedError", "ClusterAuthorizationFailedError", "SaslAuthenticationFailedError",
+          "InvalidTransactionTimeoutError", "UnsupportedVersionError", "InvalidProducerEpochError")  # fmt: skip
+
+
+class EventProcessor:
+    """``run()`` until ``stop()``; one instance is one member (``member_id``) of the group ``group_id``."""
+
+    def __init__(self, conn: KafkaConnection | str, rules: RulesFile, *, topics: Topics | None = None,
+                 group_id: str = "sparseinst-events", member_id: str | None = None, max_poll_records: int = 64,
+                 session_timeout_s: float = 15.0, transaction_timeout_s: float = 60.0,
+                 state_load_timeout_s: float | None = None, kafka_retry_s: float = 60.0) -> None:  # fmt: skip
+        from kafka import KafkaConsumer, KafkaProducer
+
+        self.conn, self.rules, self.topics = KafkaConnection.of(conn), rules, topics or Topics()
+        self.group_id, self.member_id = group_id, member_id or default_member_id()
+        self.transactional_id = f"{group_id}.{self.member_id}"
+        # a dead member's open transaction holds the state back until the broker aborts it
+        self.state_load_timeout_s = state_load_timeout_s or transaction_timeout_s + 30.0
+        self.kafka_retry_s = kafka_retry_s
+        args = self.conn.client_args()
+        self.consumer = KafkaConsumer(
+            **args, group_id=group_id, client_id=self.transactional_id, enable_auto_commit=False,
+            isolation_level="read_committed", auto_offset_reset="earliest", max_poll_records=max_poll_records,
+            session_timeout_ms=int(session_timeout_s * 1000), heartbeat_interval_ms=int(session_timeout_s * 1000 / 5),
+        )  # fmt: skip
+        self.producer = KafkaProducer(**args, transactional_id=self.transactional_id, compression_type="gzip",
+                                      acks="all", transaction_timeout_ms=int(transaction_timeout_s * 1000))  # fmt: skip
+        try:
+            self.producer.init_transactions()  # aborts what an earlier run of this member left open
+        except Exception as exc:
+            self.consumer.close()
+            raise self._fatal("could not initialise transactions", exc) from exc
+        self.consumer.subscribe([self.topics.detections], listener=_Rebalance(self))
+        self.states: dict[str, CameraState] = {}  # loaded per assigned partition
+        self.processors: dict[str, CameraProcessor] = {}
+        self.camera_partition: dict[str, int] = {}
+        self._to_load: set[int] = set()  # detections partitions assigned whose states are not loaded yet
+        self._owned: set[int] = set()
+        self._poison: dict[tuple[str, int, int], BaseException] = {}
+        self._failing_since: float | None = None
+        self.stats = ConsumerStats()
+        self._stop = threading.Event()
+        self.on_commit: Callable[[list[tuple[str, int]]], None] | None = None  # after each commit (benchmarks)
+
+    # ------------------------------------------------------------------------------ partitions and state
+
+    def _revoked(self, partitions: set[TopicPartition], *, lost: bool) -> None:
+        gone = {tp.partition for tp in partitions if tp.topic == self.topics.detections}
+        if lost:  # another member may have moved these on: never reuse what is in memory
+            self._forget(gone)
+        self._pending_revoke = gone
+
+    def _assigned(self, partitions: set[TopicPartition]) -> None:
+        now = {tp.partition for tp in partitions if tp.topic == self.topics.detections}
+        # eager rebalancing revokes everything and hands some partitions straight back: those keep
+        # their in-memory state (no other member could have processed them in between)
+        self._forget(getattr(self, "_pending_revoke", set()) - now)
+        self._pending_revoke = set()
+        self._to_load |= now - self._owned
+        self._owned = now
+        log.info("member %s assigned partitions %s", self.member_id, sorted(now))
+
+    def _forget(self, partitions: set[int]) -> None:
+        for cam in [c for c, p in self.camera_partition.items() if p in partitions]:
+            self.processors.pop(cam, None)
+            self.states.pop(cam, None)
+            self.camera_partition.pop(cam, None)
+        self._owned -= partitions
+        self._to_load -= partitions
+
+    def _load_assigned_states(self) -> None:
+        if not self._to_load:
+            return
+        parts = sorted(self._to_load)
+        raw = load_partitions(self.conn, self.topics.state, parts, timeout_s=self.state_load_timeout_s)
+        for cam, value in raw.items():
+            self.states[cam] = CameraState.model_validate_json(value)
+            self.processors.pop(cam, None)
+        self._to_load.clear()
+        self.stats.state_loads += 1
+        log.info("member %s loaded the state of %d cameras of partitions %s", self.member_id, len(raw), parts)
+
+    def processor(self, camera_id: str) -> CameraProcessor:
+        if camera_id not in self.processors:
+            self.processors[camera_id] = CameraProcessor(camera_id, self.rules, self.states.get(camera_id))
+        return self.processors[camera_id]
+
+    # ------------------------------------------------------------------------------ records
+
+    def handle(self, record) -> tuple[list[Event], DeadLetter | None, str | None]:
+        """Events of one record, or its dead letter; and the camera whose state changed."""
+        try:
+            frame = FrameDetections.model_validate_json(record.value)
+        except (ValidationError, ValueError, TypeError) as exc:
+            return [], self._dead_letter(record, "invalid detections message", exc), None
+        self.camera_partition[frame.camera_id] = record.partition
+        # masks are checked before any state changes; anything raised later redoes the poll without this record
+        events, skipped = self.processor(frame.camera_id).consume(frame)
+        if skipped:
+            self.stats.skipped[skipped] += 1
+        return events, None, frame.camera_id if (events or not skipped) else None
+
+    def _dead_letter(self, record, reason: str, exc: BaseException) -> DeadLetter:
+        if isinstance(exc, ValidationError):
+            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+        else:
+            detail = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+        log.warning("dead letter: %s[%d]@%d: %s: %s", record.topic, record.partition, record.offset, reason, detail)
+        return DeadLetter(
+            topic=record.topic, partition=record.partition, offset=record.offset,
+            key=record.key.decode("utf-8", errors="replace") if record.key else None,
+            reason=f"{reason}: {detail}", error_type=type(exc).__name__,
+            value=(record.value or b"")[:MAX_DEAD_LETTER_VALUE].decode("utf-8", errors="replace"),
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------------------ one poll, one transaction
+
+    def poll_once(self, timeout_ms: int = 500) -> int:
+        """Process one poll's records in one transaction; returns how many records were committed."""
+        from kafka.errors import KafkaError
+
+        try:
+            batches = self.consumer.poll(timeout_ms=timeout_ms)
+            self._load_assigned_states()
+            self._measure_lag()
+        except KafkaError as exc:
+            self._kafka_trouble("polling", exc)
+            return 0
+        records = [r for rs in batches.values() for r in rs]
+        if not records:
+            return 0
+        started = time.monotonic()
+        try:
+            done = self._transaction(batches, records)
+        except _Redo:
+            self._abort_and_rewind()
+            return 0
+        except KafkaError as exc:
+            self._abort_and_rewind()
+            self._kafka_trouble("committing", exc)
+            return 0
+        except BaseException:
+            self._abort_and_rewind()
+            raise
+        self._failing_since = None
+        if self.on_commit is not None:
+            self.on_commit(done)
+        self.stats.messages += len(records)
+        self.stats.transactions += 1
+        self.stats.busy_s += time.monotonic() - started
+        return len(records)
+
+    def _transaction(self, batches, records) -> list[tuple[str, int]]:
+        from kafka import OffsetAndMetadata
+
+        self.producer.begin_transaction()
+        touched: set[str] = set()
+        done: list[tuple[str, int]] = []
+        events_by_type: Counter[str] = Counter()
+        dead_letters = 0
+        for r in records:
+            where = (r.topic, r.partition, r.offset)
+            if where in self._poison:
+                dead = self._dead_letter(r, "handling failed", self._poison[where])
+                events: list[Event] = []
+            else:
+                try:
+                    events, dead, camera = self.handle(r)
+                except Exception as exc:  # the record's fault: dead-letter it and redo the poll without it
+                    log.warning("record %s[%d]@%d failed: %s: %s", *where, type(exc).__name__, exc)
+                    self._poison[where] = exc
+                    raise _Redo from exc
+                if camera:
+                    touched.add(camera)
+                    done.append((camera, self.processors[camera].state.last_index))
+            for e in events:
+                self.producer.send(self.topics.events, key=e.camera_id.encode(), value=e.model_dump_json().encode())
+                events_by_type[e.type] += 1
+            if dead is not None:
+                self.producer.send(self.topics.dead_letter, key=(dead.key or "").encode(),
+                                   value=dead.model_dump_json().encode())  # fmt: skip
+                dead_letters += 1
+        for cam in sorted(touched):
+            self.producer.send(self.topics.state, key=cam.encode(),
+                               value=self.processors[cam].snapshot().model_dump_json().encode())  # fmt: skip
+        offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "", -1) for tp, rs in batches.items()}
+        self.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
+        self.producer.commit_transaction()
+        for where in [w for w in self._poison if (w[0], w[1]) in {(tp.topic, tp.partition) for tp in offsets}]:
+            if where[2] < offsets[TopicPartition(where[0], where[1])].offset:
+                del self._poison[where]  # committed past it
+        self.stats.events.update(events_by_type)
+        self.stats.dead_letters += dead_letters
+        return done
+
+    def _abort_and_rewind(self) -> None:
+        """Abort the open transaction and go back to the last commit; never hides the error being handled."""
+        self.stats.aborted += 1
+        try:
+            self.producer.abort_transaction()
+        except Exception as exc:  # logged, not raised: the caller is already handling the first error
+            log.warning("aborting the transaction failed too: %s: %s", type(exc).__name__, exc)
+        # the uncommitted records and state changes are redone from the last commit
+        self.processors.clear()
+        self.states.clear()
+        self.camera_partition.clear()
+        self._to_load = set(self._owned)
+        try:
+            for tp in self.consumer.assignment():
+                committed = self.consumer.committed(tp)
+                if committed is None:
+                    self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek(tp, committed)
+        except Exception as exc:
+            log.warning("rewinding to the committed offsets failed: %s: %s", type(exc).__name__, exc)
+            self._to_load = set(self._owned)
+
+    def _kafka_trouble(self, doing: str, exc: BaseException) -> None:
+        """Retry what Kafka can recover from; stop for what it cannot, or when it lasts too long."""
+        if type(exc).__name__ in _FATAL or not getattr(exc, "retriable", True):
+            raise self._fatal(doing, exc) from exc
+        now = time.monotonic()
+        self._failing_since = self._failing_since or now
+        if now - self._failing_since > self.kafka_retry_s:
+            raise self._fatal(f"{doing} (failing for {now - self._failing_since:.0f} s)", exc) from exc
+        log.warning("member %s: %s failed, retrying: %s: %s", self.member_id, doing, type(exc).__name__, exc)
+        time.sleep(min(2.0, 0.2 + (now - self._failing_since) / 10))
+
+    def _fatal(self, doing: str, exc: BaseException) -> ConsumerFatalError:
+        name = type(exc).__name__
+        hint = ""
+        if name in ("ProducerFencedError", "InvalidProducerEpochError"):
+            hint = (f" (another process uses transactional id {self.transactional_id!r}: give every member its own "
+                    "consumer.member_id)")  # fmt: skip
+        elif "Authorization" in name or "Sasl" in name:
+            hint = f" (check the credentials and ACLs of {self.conn.describe()})"
+        return ConsumerFatalError(f"event processor {self.member_id} stopped: {doing}: {name}: {exc}{hint}")
+
+    def _measure_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                self.stats.lag[tp.partition] = max(0, high - self.consumer.position(tp))
+        for p in [p for p in self.stats.lag if p not in self._owned]:
+            del self.stats.lag[p]
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def run(self, *, idle_exit_s: float | None = None) -> ConsumerStats:
+        """Process until :meth:`stop` (or ``idle_exit_s`` seconds without messages)."""
+        idle_since = time.monotonic()
+        while not self._stop.is_set():
+            if self.poll_once():
+                idle_since = time.monotonic()
+            elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                break
+        return self.stats
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        finally:
+            self.producer.close(timeout=10)

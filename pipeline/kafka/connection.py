@@ -1,0 +1,109 @@
+"""How every Kafka client of the project connects: bootstrap servers plus SASL/TLS settings.
+
+Producers, consumers and admin clients all take their keyword arguments from
+:meth:`KafkaConnection.client_args`, so one settings block secures ingest, consumers and admin
+alike. Passwords are :class:`~pydantic.SecretStr`: they print as ``**********`` and are only
+revealed when a client is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from pipeline.errors import KafkaUnavailableError
+
+Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+Mechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+
+
+class KafkaSecurity(BaseModel):
+    """SASL and TLS for the Kafka clients (``security_protocol`` as Kafka names it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protocol: Protocol = "PLAINTEXT"
+    sasl_mechanism: Mechanism = "SCRAM-SHA-512"
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) that signed the brokers' certificates")
+    ssl_certfile: Path | None = Field(None, description="client certificate (PEM), for brokers that ask for one")
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _complete(self) -> KafkaSecurity:
+        if self.protocol.startswith("SASL") and (not self.username or self.password is None):
+            raise ValueError(f"protocol {self.protocol} needs username and password")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: file not found: {path}")
+        return self
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+
+class KafkaConnection(BaseModel):
+    """Where the cluster is and how to authenticate; ``client_args()`` feeds kafka-python's clients."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bootstrap: str = Field(min_length=3, description="host:port[,host:port...]")
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+
+    @classmethod
+    def of(cls, value: KafkaConnection | str) -> KafkaConnection:
+        return value if isinstance(value, KafkaConnection) else cls(bootstrap=value)
+
+    def client_args(self) -> dict[str, Any]:
+        s = self.security
+        args: dict[str, Any] = {"bootstrap_servers": self.bootstrap.split(","), "security_protocol": s.protocol}
+        if s.sasl:
+            assert s.password is not None
+            args |= {"sasl_mechanism": s.sasl_mechanism, "sasl_plain_username": s.username,
+                     "sasl_plain_password": s.password.get_secret_value()}  # fmt: skip
+        if s.tls:
+            args |= {"ssl_check_hostname": s.ssl_check_hostname}
+            args |= {k: str(getattr(s, k)) for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(s, k)}
+        return args
+
+    def describe(self) -> str:
+        """For logs and errors: never the password."""
+        who = f" as {self.security.username} ({self.security.sasl_mechanism})" if self.security.sasl else ""
+        return f"{self.bootstrap} over {self.security.protocol}{who}"
+
+
+def check_connection(conn: KafkaConnection, timeout_s: float = 15.0) -> None:
+    """Fail fast, with one clear line, when the cluster cannot be reached or refuses the credentials.
+
+    kafka-python would otherwise retry a refused login until its own timeouts and report only
+    that no broker was available.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError, NoBrokersAvailable, SaslAuthenticationFailedError
+
+    try:
+        ms = int(timeout_s * 1000)
+        admin = KafkaAdminClient(**conn.client_args(), client_id="sparseinst-check", request_timeout_ms=ms,
+                                 api_version_auto_timeout_ms=ms)  # fmt: skip
+    except SaslAuthenticationFailedError as exc:
+        raise KafkaUnavailableError(f"Kafka at {conn.describe()} refused the login: {_first_line(exc)}") from None
+    except NoBrokersAvailable:
+        raise KafkaUnavailableError(f"Kafka at {conn.describe()} did not answer (no broker available)") from None
+    except KafkaError as exc:
+        raise KafkaUnavailableError(f"Kafka at {conn.describe()}: {_first_line(exc)}") from None
+    admin.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
