@@ -83,3 +83,28 @@ def triton(cpu_repository: Path):
 
     with LocalTriton(LocalTritonConfig(model_repository=cpu_repository)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """Three combined broker+controller nodes (one KRaft quorum), replication 3, min.insync.replicas 2."""
+    from pipeline.local.kafka import LocalKafkaCluster
+
+    with LocalKafkaCluster(3, min_insync_replicas=2) as nodes:
+        yield nodes
+
+
+# Fault tests add one row each: printed as a table at the end of the run (the README's table comes from it).
+FAULT_ROWS: list[dict] = []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not FAULT_ROWS:
+        return
+    cols = ["fault", "frames read", "published (acked)", "dropped by reason", "events expected", "found",
+            "duplicated", "lost"]  # fmt: skip
+    terminalreporter.section("faults: every frame and event counted")
+    terminalreporter.write_line("| " + " | ".join(cols) + " |")
+    terminalreporter.write_line("|" + " --- |" * len(cols))
+    for row in FAULT_ROWS:
+        terminalreporter.write_line("| " + " | ".join(str(row.get(c, "")) for c in cols) + " |")

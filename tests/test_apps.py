@@ -51,3 +51,41 @@ def test_cameras_are_sharded_by_index(tmp_path, kafka, triton):
     assert shards == [["c0", "c2", "c4"], ["c1", "c3"]]
     with pytest.raises(ConfigError, match="shard"):
         build_sources(settings, shard=2, shards=2)
+
+
+def _scrape_while_running(found: dict, ready_metric: str):
+    """An ``on_metrics`` callback: scrape the endpoint in the background until ``ready_metric`` is above 0."""
+    import threading
+    import time
+    import urllib.request
+
+    def scrape(port: int) -> None:
+        for _ in range(200):
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            if any(line.startswith(ready_metric) and not line.endswith(" 0.0") for line in text.splitlines()):
+                found["text"] = text
+                return
+            time.sleep(0.1)
+
+    return lambda port: threading.Thread(target=scrape, args=(port,), daemon=True).start()
+
+
+def test_run_and_consume_serve_prometheus_metrics(tmp_path, kafka, triton):
+    import time
+
+    settings = load_settings(settings_file(tmp_path, kafka, triton, metrics={"port": 0}))
+    ingest: dict = {}
+    run_ingest(settings, on_metrics=_scrape_while_running(ingest, "sparseinst_ingest_frames_published_total"))
+    consume: dict = {}
+    run_consume(settings, idle_exit_s=3.0, on_metrics=_scrape_while_running(consume, "sparseinst_consumer_messages"))
+    time.sleep(0.1)
+    text = ingest.get("text", "")
+    for name in ("sparseinst_ingest_frames_read_total{camera=\"veh-7/front\"}",
+                 "sparseinst_ingest_frames_published_total{camera=", "sparseinst_ingest_publish_latency_seconds_bucket",
+                 "sparseinst_ingest_frames_queued"):  # fmt: skip
+        assert name in text, (name, text[:2000])
+    text = consume.get("text", "")
+    for name in ("sparseinst_consumer_messages_total", "sparseinst_consumer_events_total{type=\"track.started\"}",
+                 "sparseinst_consumer_dead_letters_total", "sparseinst_consumer_transactions_aborted_total",
+                 "sparseinst_consumer_lag{partition="):  # fmt: skip
+        assert name in text, (name, text[:2000])

@@ -1,7 +1,8 @@
 # One-shot repository builder on a GPU host: exports ONNX from the checkpoint (PyTorch), builds the
 # TensorRT plan for this GPU, and serializes the DALI GPU pipeline (which needs CUDA to be created).
 # The NGC PyTorch image carries PyTorch, TensorRT and DALI built for the same CUDA.
-ARG PYTORCH_VERSION=24.10
+# 25.xx images have Python 3.12 (24.xx: 3.10, below the package's 3.11).
+ARG PYTORCH_VERSION=25.01
 FROM nvcr.io/nvidia/pytorch:${PYTORCH_VERSION}-py3
 WORKDIR /opt/sparseinst
 COPY pyproject.toml README.md ./

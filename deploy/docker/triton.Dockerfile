@@ -1,8 +1,11 @@
 # NGC Triton (TensorRT, DALI and Python backends) plus the project's Python package, which the
 # repository's Python-backend model (postprocess) and the DALI pipeline module import.
 # Only numpy and pydantic are needed by that code: the package goes in without its dependencies.
-ARG TRITON_VERSION=24.10
+# 25.xx images are Ubuntu 24.04 with Python 3.12 (24.xx: Python 3.10, below the package's 3.11).
+ARG TRITON_VERSION=25.01
 FROM nvcr.io/nvidia/tritonserver:${TRITON_VERSION}-py3
+# the image's system Python is the one the Python backend runs
+ENV PIP_BREAK_SYSTEM_PACKAGES=1
 WORKDIR /opt/sparseinst
 COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline

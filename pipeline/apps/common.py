@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
 from collections.abc import Callable, Iterator
 
@@ -42,6 +43,19 @@ def client_config(settings: Settings, grpc: str) -> ClientConfig:
     t = settings.triton
     return ClientConfig(url=grpc, model_name=t.model_name, model_version=t.model_version, timeout_s=t.timeout_s,
                         retries=t.retries)  # fmt: skip
+
+
+@contextlib.contextmanager
+def on_sigterm(handler: Callable[[], None]) -> Iterator[None]:
+    """Run ``handler`` on SIGTERM (a pod or service stop) while the block runs, from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: handler())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

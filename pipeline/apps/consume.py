@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 
 from consumers.processor import EventProcessor, default_member_id
 from consumers.rules import RulesFile, load_rules
 from consumers.sink import EventSink, EventStore
-from pipeline.apps.common import addresses, kafka_ready, metrics_endpoint
+from pipeline.apps.common import addresses, kafka_ready, metrics_endpoint, on_sigterm
 from pipeline.config import Settings
 
 log = logging.getLogger(__name__)
@@ -36,9 +35,9 @@ def run_consume(settings: Settings, *, idle_exit_s: float | None = None, on_metr
         sink = EventSink(conn, topics.events, store, group_id=f"{c.group_id}-sink-{member}")
         worker = threading.Thread(target=sink.run, daemon=True, name="sink")
         worker.start()
-    previous = signal.signal(signal.SIGTERM, lambda *_: processor.stop())
+
     try:
-        with metrics_endpoint(settings, lambda: _collector(processor)) as port:
+        with on_sigterm(processor.stop), metrics_endpoint(settings, lambda: _collector(processor)) as port:
             if port is not None and on_metrics is not None:
                 on_metrics(port)
             try:
@@ -46,7 +45,6 @@ def run_consume(settings: Settings, *, idle_exit_s: float | None = None, on_metr
             except KeyboardInterrupt:
                 stats = processor.stats
     finally:
-        signal.signal(signal.SIGTERM, previous)
         processor.close()
         if sink is not None and worker is not None:
             sink.stop()

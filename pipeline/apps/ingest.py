@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import signal
 
-from pipeline.apps.common import addresses, client_config, kafka_ready, metrics_endpoint, progress_line
+from pipeline.apps.common import addresses, client_config, kafka_ready, metrics_endpoint, on_sigterm, progress_line
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from pipeline.ingest.runner import IngestRunner
@@ -52,9 +51,8 @@ def run_ingest(settings: Settings, *, shard: int = 0, shards: int = 1, on_metric
     i = settings.ingest
     runner = IngestRunner(sources, client_config(settings, grpc), publisher, max_batch=i.max_batch, budget=i.budget,
                           in_flight=i.in_flight, speed=i.speed)  # fmt: skip
-    previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())  # a pod stop: finish cleanly
     try:
-        with metrics_endpoint(settings, lambda: _collector(runner)) as port:
+        with on_sigterm(runner.stop), metrics_endpoint(settings, lambda: _collector(runner)) as port:
             if port is not None and on_metrics is not None:
                 on_metrics(port)
             with progress_line(runner.progress):
@@ -64,7 +62,6 @@ def run_ingest(settings: Settings, *, shard: int = 0, shards: int = 1, on_metric
                     runner.stop()
                     stats = runner.stats
     finally:
-        signal.signal(signal.SIGTERM, previous)
         publisher.close()
     return {**stats.summary(), "sources": [s.describe() for s in sources], **publisher.counts}
 

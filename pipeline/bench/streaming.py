@@ -31,46 +31,17 @@ def _write(figures: dict, json_path: Path | None) -> None:
         json_path.write_text(json.dumps(figures, indent=2) + "\n")
 
 
-def synthetic_messages(n: int, instances: int = 10, width: int = 640, height: int = 360) -> list[bytes]:
-    """``n`` frames of one camera with ``instances`` cars moving across it (elliptic masks, RLE)."""
-    import cv2
-
-    from pipeline import rle
-    from pipeline.messages import Detection, FrameDetections, RleMask
-
-    out = []
-    rng = np.random.default_rng(0)
-    starts = rng.uniform(0, width, instances)
-    rows = np.linspace(60, height - 60, instances)
-    speeds = rng.uniform(-12, 12, instances)
-    for i in range(n):
-        dets = []
-        for k in range(instances):
-            cx = (starts[k] + speeds[k] * i) % width
-            mask = np.zeros((height, width), np.uint8)
-            cv2.ellipse(mask, (int(cx), int(rows[k])), (40, 22), 0, 0, 360, 1, -1)
-            m = mask.astype(bool)
-            ys, xs = np.nonzero(m)
-            enc = rle.encode(m)
-            dets.append(Detection(class_id=2, class_name="car", score=0.8, area=int(m.sum()), query=k,
-                                  box=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)),
-                                  mask=RleMask(size=(height, width), counts=enc["counts"])))  # fmt: skip
-        frame = FrameDetections(camera_id="bench/front", frame_index=i, capture_time=i / 10, width=width,
-                                height=height, model_name="bench", model_version="1", instances=dets)  # fmt: skip
-        out.append(frame.model_dump_json().encode())
-    return out
-
-
 def bench_consumer(*, messages: int = 2000, json_path: Path | None = None) -> dict:
     from kafka import KafkaProducer
 
     from consumers.processor import EventProcessor
     from consumers.rules import load_rules
+    from pipeline.data.detections import moving_cars
     from pipeline.demo.app import DEMO_RULES
     from pipeline.kafka.topics import Topics, TopicSpec, ensure_topics
     from pipeline.local.kafka import LocalKafka
 
-    values = synthetic_messages(messages)
+    values = [f.model_dump_json().encode() for f in moving_cars(messages, camera_id="bench/front")]
     rules = load_rules(DEMO_RULES)
     with LocalKafka() as kafka:
         topics = Topics(detections=f"bench-{uuid.uuid4().hex[:6]}", events="bench-events")

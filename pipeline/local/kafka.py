@@ -109,8 +109,11 @@ class LocalKafka(LocalService):
         security: dict = {"protocol": c.client_protocol}
         if c.scram_users:
             user = user or next(iter(c.scram_users))
-            security |= {"sasl_mechanism": "SCRAM-SHA-512", "username": user,
-                         "password": password if password is not None else c.scram_users[user].get_secret_value()}
+            security |= {
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "username": user,
+                "password": password if password is not None else c.scram_users[user].get_secret_value(),
+            }
         if c.tls_keystore is not None and c.tls_ca is not None:
             security["ssl_cafile"] = c.tls_ca
         return KafkaConnection(bootstrap=self.bootstrap, security=KafkaSecurity(**security))

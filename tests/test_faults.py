@@ -1,0 +1,404 @@
+"""Faults with the real services: processes are SIGKILLed, then every frame and every event is counted.
+
+Kafka is a 3-node KRaft cluster (replication 3, ``min.insync.replicas`` 2) started by the project's
+own code; Triton serves the CPU profile of the shipped model. After each fault the test checks
+and records (see the table at the end of the run): frames read, published (acknowledged) and
+dropped by reason, with every frame in exactly one of these, and the events on the events topic
+against the uninterrupted single-process run over the same detections: none lost, none duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+
+import pytest
+import yaml
+from kafka import KafkaProducer
+
+from consumers.rules import load_rules
+from pipeline.data.detections import moving_cars
+from pipeline.ingest.runner import IngestRunner
+from pipeline.ingest.sources import JpegFolder, SyntheticVehicle
+from pipeline.kafka.connection import KafkaConnection
+from pipeline.kafka.topics import TopicSpec
+from pipeline.local.ports import free_port
+from pipeline.messages import DeadLetter, FrameDetections
+from pipeline.publish import DetectionPublisher
+from pipeline.serving.client import ClientConfig
+from tests.conftest import FAULT_ROWS, REPO_ROOT
+from tests.streams import (
+    check_events,
+    dropped_text,
+    group_caught_up,
+    new_topics,
+    read_topic,
+    running_consumer,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+RULES_PATH = REPO_ROOT / "configs" / "demo_rules.yaml"
+RULES = load_rules(RULES_PATH)
+SPEC = TopicSpec(partitions=6, replication=3, min_insync_replicas=2)
+
+
+def conn_of(cluster) -> KafkaConnection:
+    return KafkaConnection(bootstrap=cluster.bootstrap)
+
+
+def frames_on(conn, topics) -> list[FrameDetections]:
+    return read_topic(conn, topics.detections, FrameDetections)
+
+
+def assert_unique_frames(frames: list[FrameDetections]) -> None:
+    keys = Counter((f.camera_id, f.stream_epoch, f.frame_index) for f in frames if not f.end_of_stream)
+    assert not [k for k, n in keys.items() if n > 1], "a frame was published twice"
+
+
+def record(fault: str, *, read: int | str, published: int | str, dropped: dict | str, events: dict) -> None:
+    row = {"fault": fault, "frames read": read, "published (acked)": published,
+           "dropped by reason": dropped if isinstance(dropped, str) else dropped_text(dropped), **events}  # fmt: skip
+    FAULT_ROWS.append(row)
+    print(json.dumps(row))
+    assert events["duplicated"] == 0 and events["lost"] == 0 and events["extra"] == 0, row
+
+
+def finish(conn, topics, proc, frames) -> dict:
+    """Wait until the consumer has committed every detection, then count its events."""
+    wait_for(lambda: proc.stats.messages >= len(frames), 120, "the consumer to process every detection")
+    return check_events(conn, topics, frames, RULES)
+
+
+def stream_in_thread(runner: IngestRunner) -> threading.Thread:
+    t = threading.Thread(target=runner.run, daemon=True)
+    t.start()
+    return t
+
+
+def published(runner: IngestRunner) -> int:
+    return sum(runner.stats.published.values())
+
+
+def test_a_broker_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(cluster, triton):
+    conn = conn_of(cluster)
+    topics = new_topics(conn, SPEC)
+    with running_consumer(conn, topics, RULES, transaction_timeout_s=10) as proc:
+        publisher = DetectionPublisher(conn, topics.detections)
+        runner = IngestRunner([SyntheticVehicle("veh-1", 1, cameras=2, seconds=8)], ClientConfig(url=triton.grpc_url),
+                              publisher, max_batch=8)  # fmt: skip
+        worker = stream_in_thread(runner)
+        wait_for(lambda: published(runner) >= 40, 120, "40 frames published")
+        cluster.kill(0)  # SIGKILL: the broker dies with whatever it was leading
+        wait_for(lambda: published(runner) >= 100 or not worker.is_alive(), 120, "100 frames with a broker down")
+        cluster.restart(0)
+        worker.join(timeout=180)
+        publisher.close()
+        stats = runner.stats
+        frames = frames_on(conn, topics)
+        events = finish(conn, topics, proc, frames)
+    read, acked = sum(stats.frames_read.values()), sum(stats.published.values())
+    assert read == acked + sum(stats.dropped.values()) == 160
+    assert_unique_frames(frames)
+    assert len([f for f in frames if not f.end_of_stream]) == acked
+    record("broker SIGKILLed mid-stream, restarted", read=read, published=acked, dropped=stats.dropped, events=events)
+
+
+def test_triton_killed_mid_stream_and_restarted_publishes_every_frame_once(cluster, cpu_repository):
+    from pipeline.local.triton import LocalTriton, LocalTritonConfig
+
+    conn = conn_of(cluster)
+    topics = new_topics(conn, SPEC)
+    server = LocalTriton(LocalTritonConfig(model_repository=cpu_repository)).start()
+    try:
+        with running_consumer(conn, topics, RULES) as proc:
+            publisher = DetectionPublisher(conn, topics.detections)
+            client = ClientConfig(url=server.grpc_url, retries=20, timeout_s=30)
+            runner = IngestRunner([SyntheticVehicle("veh-2", 2, cameras=2, seconds=6)], client, publisher, max_batch=8)
+            worker = stream_in_thread(runner)
+            wait_for(lambda: published(runner) >= 30, 120, "30 frames published")
+            server.kill()  # SIGKILL with requests in flight
+            time.sleep(1.0)
+            server.start()  # same ports: the client's retries find it again
+            worker.join(timeout=180)
+            publisher.close()
+            stats = runner.stats
+            frames = frames_on(conn, topics)
+            events = finish(conn, topics, proc, frames)
+    finally:
+        server.stop()
+    read, acked = sum(stats.frames_read.values()), sum(stats.published.values())
+    assert read == 120 and acked == 120 and not any(stats.dropped.values()), stats.dropped
+    assert_unique_frames(frames)
+    record("Triton SIGKILLed mid-stream, restarted", read=read, published=acked, dropped=stats.dropped, events=events)
+
+
+def _member(config: str, member: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "consume", "--config", config, "--member-id", member],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)  # fmt: skip
+
+
+def _open_transaction(conn: KafkaConnection, transactional_id: str) -> bool:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(**conn.client_args())
+    try:
+        state = admin.describe_transactions([transactional_id])[transactional_id]
+        return str(getattr(state, "state", state)).lower().endswith("ongoing")
+    except Exception:
+        return False
+    finally:
+        admin.close()
+
+
+def test_three_members_of_one_group_and_one_killed_mid_transaction_keep_events_exactly_once(cluster, tmp_path):
+    conn = conn_of(cluster)
+    topics = new_topics(conn, SPEC)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    cameras = [f"veh-{v}/{side}" for v in range(1, 5) for side in ("front", "right")]
+    frames = [f for i, cam in enumerate(cameras) for f in moving_cars(150, camera_id=cam, seed=i, stream_epoch=1)]
+    config = tmp_path / "consume.yaml"
+    config.write_text(yaml.safe_dump({
+        "kafka": {"bootstrap": cluster.bootstrap, "detections_topic": topics.detections,
+                  "events_topic": topics.events, "topics": SPEC.model_dump(), "create_topics": False},
+        "consumer": {"rules": str(RULES_PATH), "group_id": group, "sink": None, "session_timeout_s": 6,
+                     "transaction_timeout_s": 10},
+    }))  # fmt: skip
+    producer = KafkaProducer(**conn.client_args(), acks="all", linger_ms=5, compression_type="gzip")
+    for f in frames:
+        producer.send(topics.detections, key=f.camera_id.encode(), value=f.model_dump_json().encode())
+    producer.flush()
+    producer.close()
+
+    members = {m: _member(str(config), m) for m in ("m1", "m2", "m3")}
+    try:
+        victim = f"{group}.m2"
+        wait_for(lambda: _open_transaction(conn, victim), 120, "member m2 inside a transaction", every_s=0.05)
+        members["m2"].send_signal(signal.SIGKILL)
+        members["m2"].wait()
+        members["m4"] = _member(str(config), "m4")  # a fourth joins while the third's partitions move
+        wait_for(lambda: group_caught_up(conn, group, topics.detections), 240, "the group to commit every frame")
+        for name, p in members.items():
+            if name != "m2":
+                p.send_signal(signal.SIGTERM)
+        outputs = {name: p.communicate(timeout=60) for name, p in members.items() if name != "m2"}
+    finally:
+        for p in members.values():
+            if p.poll() is None:
+                p.kill()
+    summaries = {}
+    for name, (out, err) in outputs.items():
+        assert members[name].returncode == 0, f"{name} failed: {err[-2000:]}"
+        summaries[name] = json.loads(out)
+    assert all(s["messages"] > 0 for s in summaries.values()), summaries  # every live member did work
+    events = check_events(conn, topics, frames, RULES)
+    uncommitted = len(read_topic(conn, topics.events, None, committed=False)) - len(read_topic(conn, topics.events))
+    assert uncommitted > 0, "the killed member had no open transaction with events in it"
+    record(f"3 consumer members, one SIGKILLed mid-transaction ({uncommitted} uncommitted events aborted), "
+           "a fourth joins", read=len(frames), published=len(frames), dropped="none (pre-published)",
+           events=events)  # fmt: skip
+
+
+def _run_cmd(config: str, metrics_port: int) -> list[str]:
+    return [sys.executable, "-m", "pipeline", "run", "--config", config, "--metrics-port", str(metrics_port)]
+
+
+def _scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    totals: Counter[str] = Counter()
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            totals[name.split("{")[0]] += float(value)
+    return dict(totals)
+
+
+def test_an_ingest_process_killed_and_restarted_loses_no_events_of_its_cameras(cluster, triton, tmp_path):
+    conn = conn_of(cluster)
+    topics = new_topics(conn, SPEC)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "kafka": {"bootstrap": cluster.bootstrap, "detections_topic": topics.detections,
+                  "events_topic": topics.events, "topics": SPEC.model_dump()},
+        "triton": {"grpc_url": triton.grpc_url},
+        "cameras": [{"vehicle_id": "veh-3", "synthetic_seed": 3, "cameras": 2, "seconds": 8, "realtime": True}],
+    }))  # fmt: skip
+    with running_consumer(conn, topics, RULES) as proc:
+        port_a = free_port()
+        first = subprocess.Popen(_run_cmd(str(config), port_a), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 cwd=REPO_ROOT)  # fmt: skip
+        try:
+            wait_for(lambda: _published_before_kill(port_a) >= 30, 180, "the first run to publish 30 frames")
+            before_kill = _scrape(port_a)
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        finally:
+            if first.poll() is None:
+                first.kill()
+        port_b = free_port()
+        second = subprocess.run(_run_cmd(str(config), port_b), capture_output=True, text=True, cwd=REPO_ROOT,
+                                timeout=300)  # fmt: skip
+        assert second.returncode == 0, second.stderr[-3000:]
+        summary = json.loads(second.stdout)
+        frames = frames_on(conn, topics)
+        events = finish(conn, topics, proc, frames)
+        skipped = dict(proc.stats.skipped)
+    epochs = sorted({f.stream_epoch for f in frames})
+    assert len(epochs) == 2, "two runs, two stream epochs"
+    first_run = [f for f in frames if f.stream_epoch == epochs[0]]
+    second_run = [f for f in frames if f.stream_epoch == epochs[1] and not f.end_of_stream]
+    assert_unique_frames(frames)
+    # the second run starts its frame indices again: none of its frames is taken for a replay
+    assert min(f.frame_index for f in second_run) < max(f.frame_index for f in first_run)
+    assert skipped.get("duplicate", 0) == 0 and skipped.get("stale_stream", 0) == 0, skipped
+    assert len(first_run) >= before_kill["sparseinst_ingest_frames_published_total"]  # acked ones are on the topic
+    read, dropped = summary["frames_read"], summary["frames_dropped"]
+    assert read == summary["frames_published"] + sum(dropped.values()) == len(second_run) + sum(dropped.values())
+    record("ingest SIGKILLed (first run, live cameras), restarted (second run)",
+           read=f"{int(before_kill['sparseinst_ingest_frames_read_total'])} + {read}",
+           published=f"{len(first_run)} + {summary['frames_published']}",
+           dropped=f"first run: lost with the process at the kill; second: {dropped_text(dropped)}",
+           events=events)  # fmt: skip
+
+
+def _published_before_kill(port: int) -> float:
+    try:
+        return _scrape(port).get("sparseinst_ingest_frames_published_total", 0.0)
+    except OSError:  # not listening yet
+        return 0.0
+
+
+def _oversized(jpeg: bytes) -> bytes:
+    """The same JPEG claiming 20000 rows in its frame header (refused before decoding)."""
+    data = bytearray(jpeg)
+    i = 2
+    while i < len(data):
+        marker, length = data[i + 1], int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in (0xC0, 0xC2):
+            data[i + 5 : i + 7] = (20000).to_bytes(2, "big")
+            return bytes(data)
+        i += 2 + length
+    raise AssertionError("no frame header")
+
+
+def test_corrupt_truncated_and_oversized_jpegs_are_refused_one_by_one_and_counted(cluster, triton, tmp_path):
+    from pipeline.data.synthetic import synthetic_image
+    from pipeline.ingest.sources import encode_jpeg
+
+    conn = conn_of(cluster)
+    topics = new_topics(conn, SPEC)
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    bad = {4: "corrupt", 8: "truncated", 12: "oversized"}
+    for i in range(16):
+        data = encode_jpeg(synthetic_image(11, i).image)
+        if bad.get(i) == "corrupt":
+            data = data[:600] + bytes(range(256)) * 40 + data[-2:]
+        elif bad.get(i) == "truncated":
+            data = data[: len(data) // 4]
+        elif bad.get(i) == "oversized":
+            data = _oversized(data)
+        (folder / f"{i:03d}.jpg").write_bytes(data)
+    with running_consumer(conn, topics, RULES) as proc:
+        publisher = DetectionPublisher(conn, topics.detections)
+        runner = IngestRunner([JpegFolder("veh-9/front", folder)], ClientConfig(url=triton.grpc_url), publisher,
+                              max_batch=4)  # fmt: skip
+        stats = runner.run()
+        publisher.close()
+        frames = frames_on(conn, topics)
+        events = finish(conn, topics, proc, frames)
+    dead = read_topic(conn, topics.dead_letter, DeadLetter)
+    assert sorted(d.offset for d in dead) == sorted(bad) and all(d.error_type for d in dead)
+    read, acked = sum(stats.frames_read.values()), sum(stats.published.values())
+    assert read == 16 and acked == 13 and dict(stats.dropped) == {"refused": 3}
+    assert sum(f.decode_errors for f in frames) == 3  # reported to the consumers with the next good frame
+    record("corrupt, truncated and oversized JPEGs among good frames", read=read, published=acked,
+           dropped=stats.dropped, events=events)  # fmt: skip
+
+
+def _malformed(i: int, good: FrameDetections) -> bytes | None:
+    kinds = [
+        lambda: b"{not json",
+        lambda: bytes([0xFF, 0xFE, 0x00, i % 256]) * 8,
+        lambda: b"",
+        lambda: json.dumps([1, 2, 3]).encode(),
+        lambda: good.model_dump_json().replace('"schema_version":2', '"schema_version":99').encode(),
+        lambda: good.model_dump_json().replace(f'"frame_index":{good.frame_index}', '"frame_index":-1').encode(),
+        lambda: json.dumps({"camera_id": good.camera_id}).encode(),
+        lambda: good.model_dump_json().replace('"instances":[', '"instances":[{"class_id":"car"},', 1).encode(),
+        lambda: json.dumps({"event_id": "x", "type": "track.started"}).encode(),  # an event on the wrong topic
+    ]
+    return kinds[i % len(kinds)]()
+
+
+def test_a_thousand_malformed_messages_go_to_the_dead_letter_topic_and_the_good_ones_are_processed(cluster):
+    conn = conn_of(cluster)
+    topics = new_topics(conn, SPEC)
+    cameras = ["veh-5/front", "veh-5/rear", "veh-5/left", "veh-5/right"]
+    good = [f for i, c in enumerate(cameras) for f in moving_cars(60, camera_id=c, seed=i, stream_epoch=7)]
+    # masks that do not fit their frame fail inside the camera's processing (the poll is redone without them)
+    misfits = [f.model_copy(update={"height": f.height + 8, "frame_index": f.frame_index + 1000})
+               for f in good[5:245:24]]  # fmt: skip
+    producer = KafkaProducer(**conn.client_args(), acks="all", linger_ms=5)
+    sent_bad = 0
+    for i, f in enumerate(good):
+        producer.send(topics.detections, key=f.camera_id.encode(), value=f.model_dump_json().encode())
+        for k in range(4):  # ~4 malformed messages after every good one
+            if sent_bad < 1000 - len(misfits):
+                producer.send(topics.detections, key=f.camera_id.encode(), value=_malformed(4 * i + k, f))
+                sent_bad += 1
+        if i % 24 == 5 and misfits:
+            m = misfits.pop(0)
+            producer.send(topics.detections, key=m.camera_id.encode(), value=m.model_dump_json().encode())
+            sent_bad += 1
+    producer.flush()
+    producer.close()
+    assert sent_bad == 1000
+    with running_consumer(conn, topics, RULES) as proc:
+        wait_for(lambda: proc.stats.messages >= len(good) + 1000, 180, "every message to be handled")
+        events = check_events(conn, topics, good, RULES)
+        stats = proc.stats
+    dead = read_topic(conn, topics.dead_letter, DeadLetter)
+    assert len(dead) == stats.dead_letters == 1000
+    assert all(d.error_type and d.reason for d in dead)
+    kinds = Counter(d.error_type for d in dead)
+    assert kinds["ValueError"] == 10 and stats.aborted >= 10, kinds  # the misfits, each redone without it
+    record("1,000 malformed and wrong-schema messages among 240 good ones", read=f"{len(good)} good",
+           published=f"{len(good)} good + 1000 dead letters", dropped="none", events=events)  # fmt: skip
+
+
+def test_a_live_camera_behind_drops_its_oldest_frames_and_counts_them(cluster, triton):
+    conn = conn_of(cluster)
+    topics = new_topics(conn, SPEC)
+    with running_consumer(conn, topics, RULES) as proc:
+        publisher = DetectionPublisher(conn, topics.detections)
+        # four live cameras at 25 fps: more than the CPU server keeps up with
+        source = SyntheticVehicle("veh-6", 6, cameras=4, fps=25.0, seconds=4, realtime=True)
+        runner = IngestRunner([source], ClientConfig(url=triton.grpc_url), publisher, max_batch=8, budget=2)
+        stats = runner.run()
+        publisher.close()
+        frames = frames_on(conn, topics)
+        events = finish(conn, topics, proc, frames)
+    read, acked = sum(stats.frames_read.values()), sum(stats.published.values())
+    assert read == 400 and stats.dropped["behind"] > 0
+    assert read == acked + sum(stats.dropped.values())
+    by_camera = Counter(cam for (cam, reason) in stats.dropped_by_camera if reason == "behind")
+    assert len(by_camera) == 4  # every camera lost some of its oldest frames, none starved the others
+    assert_unique_frames(frames)
+    record("live cameras exhausting their budget (4 x 25 fps, budget 2)", read=read, published=acked,
+           dropped=stats.dropped, events=events)  # fmt: skip
+
+
+if os.environ.get("SPARSEINST_FAULT_DEBUG"):  # keep the broker logs of a failing run
+    import logging
+
+    logging.basicConfig(level=logging.INFO)

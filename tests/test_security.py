@@ -1,0 +1,91 @@
+"""Kafka with SASL/SCRAM-SHA-512 over TLS (certificates made at test time): the whole path, and a wrong password."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import yaml
+
+from pipeline.config import load_settings
+from pipeline.data.detections import moving_cars
+from pipeline.errors import KafkaUnavailableError
+from pipeline.kafka.connection import check_connection
+from pipeline.publish import DetectionPublisher
+from tests.conftest import REPO_ROOT
+from tests.streams import check_events, new_topics, read_topic, running_consumer, wait_for
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def secure_kafka(tmp_path_factory):
+    from pipeline.local.kafka import LocalKafka, LocalKafkaConfig
+    from pipeline.local.tls import make_loopback_certificates
+
+    tls = make_loopback_certificates(tmp_path_factory.mktemp("tls"))
+    config = LocalKafkaConfig(scram_users={"alice": PASSWORD}, tls_keystore=tls.server, tls_ca=tls.ca)
+    with LocalKafka(config) as broker:
+        yield broker
+
+
+def test_scram_over_tls_carries_detections_to_events_exactly_once(secure_kafka):
+    from consumers.rules import load_rules
+
+    conn = secure_kafka.client_connection()
+    assert conn.security.protocol == "SASL_SSL" and conn.security.ssl_cafile is not None
+    check_connection(conn)
+    topics = new_topics(conn)
+    frames = moving_cars(40, camera_id="veh-1/right", stream_epoch=1)
+    publisher = DetectionPublisher(conn, topics.detections)
+    for f in frames:
+        publisher.publish(f)
+    publisher.close()
+    assert publisher.counts["published"] == 40 and not publisher.counts["publish_failed"]
+    rules = load_rules(REPO_ROOT / "configs" / "demo_rules.yaml")
+    with running_consumer(conn, topics, rules) as proc:
+        wait_for(lambda: proc.stats.messages >= 40, 60, "the consumer over SASL_SSL")
+        events = check_events(conn, topics, frames, rules)
+    assert events["events expected"] > 0 and events["lost"] == events["duplicated"] == events["extra"] == 0
+    assert len(read_topic(conn, topics.detections, None)) == 40
+
+
+def test_a_wrong_password_fails_fast_with_one_clear_line(secure_kafka):
+    conn = secure_kafka.client_connection(password="wrong")
+    started = time.monotonic()
+    with pytest.raises(KafkaUnavailableError, match="refused the login") as err:
+        check_connection(conn)
+    assert time.monotonic() - started < 20
+    assert "wrong" not in str(err.value) and PASSWORD not in str(err.value)
+
+
+def test_the_consume_command_with_a_wrong_password_exits_with_one_error_line(secure_kafka, tmp_path):
+    c = secure_kafka.config
+    config = tmp_path / "consume.yaml"
+    config.write_text(yaml.safe_dump({
+        "kafka": {"bootstrap": secure_kafka.bootstrap,
+                  "security": {"protocol": "SASL_SSL", "username": "alice", "password": "not-the-password",
+                               "ssl_cafile": str(c.tls_ca)}},
+        "consumer": {"group_id": f"g-{uuid.uuid4().hex[:6]}", "sink": None},
+    }))  # fmt: skip
+    run = subprocess.run([sys.executable, "-m", "pipeline", "consume", "--config", str(config)], capture_output=True,
+                         text=True, cwd=REPO_ROOT, timeout=120)  # fmt: skip
+    assert run.returncode == 2
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "refused the login" in errors[0], run.stderr[-2000:]
+    assert "not-the-password" not in run.stderr + run.stdout
+
+
+def test_passwords_never_print(tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text(yaml.safe_dump({"kafka": {"bootstrap": "127.0.0.1:1", "security": {
+        "protocol": "SASL_PLAINTEXT", "username": "bob", "password": "hunter2"}}}))  # fmt: skip
+    settings = load_settings(config)
+    assert "hunter2" not in repr(settings) and "hunter2" not in settings.model_dump_json()
+    assert "hunter2" not in settings.kafka.connection().describe()
+    assert settings.kafka.connection().client_args()["sasl_plain_password"] == "hunter2"  # only for the client
