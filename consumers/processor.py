@@ -98,7 +98,7 @@ class EventProcessor:
                  group_id: str = "sparseinst-events", member_id: str | None = None, max_poll_records: int = 64,
                  session_timeout_s: float = 15.0, transaction_timeout_s: float = 60.0,
                  state_load_timeout_s: float | None = None, kafka_retry_s: float = 60.0) -> None:  # fmt: skip
-        from kafka import KafkaConsumer, KafkaProducer
+        from kafka import KafkaConsumer
 
         self.conn, self.rules, self.topics = KafkaConnection.of(conn), rules, topics or Topics()
         self.group_id, self.member_id = group_id, member_id or default_member_id()
@@ -112,10 +112,11 @@ class EventProcessor:
             isolation_level="read_committed", auto_offset_reset="earliest", max_poll_records=max_poll_records,
             session_timeout_ms=int(session_timeout_s * 1000), heartbeat_interval_ms=int(session_timeout_s * 1000 / 5),
         )  # fmt: skip
-        self.producer = KafkaProducer(**args, transactional_id=self.transactional_id, compression_type="gzip",
-                                      acks="all", transaction_timeout_ms=int(transaction_timeout_s * 1000))  # fmt: skip
+        self._producer_args = {**args, "transactional_id": self.transactional_id, "compression_type": "gzip",
+                               "acks": "all", "transaction_timeout_ms": int(transaction_timeout_s * 1000)}  # fmt: skip
+        self.step_timeout_s = max(5.0, min(30.0, transaction_timeout_s / 2))
         try:
-            self.producer.init_transactions()  # aborts what an earlier run of this member left open
+            self.producer = self._new_producer()
         except Exception as exc:
             self.consumer.close()
             raise self._fatal("could not initialise transactions", exc) from exc
@@ -125,11 +126,39 @@ class EventProcessor:
         self.camera_partition: dict[str, int] = {}
         self._to_load: set[int] = set()  # detections partitions assigned whose states are not loaded yet
         self._owned: set[int] = set()
+        self._pending_revoke: set[int] = set()  # revoked in the rebalance under way
         self._poison: dict[tuple[str, int, int], BaseException] = {}
         self._failing_since: float | None = None
         self.stats = ConsumerStats()
         self._stop = threading.Event()
         self.on_commit: Callable[[list[tuple[str, int]]], None] | None = None  # after each commit (benchmarks)
+
+    def _new_producer(self):
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(**self._producer_args)
+        producer.init_transactions()  # aborts what an earlier producer of this member left open
+        return producer
+
+    def _step(self, name: str, *args: object) -> None:
+        """Send offsets / commit / abort, waiting at most ``step_timeout_s``.
+
+        kafka-python waits without a limit; after a broker crash a request to the dead
+        coordinator can then hang forever, so a step without an answer raises a timeout and
+        the producer is replaced (its successor's ``init_transactions`` aborts the open one).
+        """
+        from kafka.errors import KafkaTimeoutError
+
+        manager, sender = getattr(self.producer, "_transaction_manager", None), getattr(self.producer, "_sender", None)
+        if manager is None or sender is None:  # a kafka-python without these internals: its own waits
+            getattr(self.producer, name)(*args)
+            return
+        steps = {"send_offsets_to_transaction": lambda: manager.send_offsets_to_transaction(*args),
+                 "commit_transaction": manager.begin_commit, "abort_transaction": manager.begin_abort}  # fmt: skip
+        result = steps[name]()
+        sender.wakeup()
+        if not result.wait(timeout_ms=int(self.step_timeout_s * 1000)):
+            raise KafkaTimeoutError(f"{name} got no answer within {self.step_timeout_s:.0f} s")
 
     # ------------------------------------------------------------------------------ partitions and state
 
@@ -143,7 +172,7 @@ class EventProcessor:
         now = {tp.partition for tp in partitions if tp.topic == self.topics.detections}
         # eager rebalancing revokes everything and hands some partitions straight back: those keep
         # their in-memory state (no other member could have processed them in between)
-        self._forget(getattr(self, "_pending_revoke", set()) - now)
+        self._forget(self._pending_revoke - now)
         self._pending_revoke = set()
         self._to_load |= now - self._owned
         self._owned = now
@@ -206,7 +235,7 @@ class EventProcessor:
 
     def poll_once(self, timeout_ms: int = 500) -> int:
         """Process one poll's records in one transaction; returns how many records were committed."""
-        from kafka.errors import KafkaError
+        from kafka.errors import KafkaError, KafkaTimeoutError
 
         try:
             batches = self.consumer.poll(timeout_ms=timeout_ms)
@@ -225,7 +254,8 @@ class EventProcessor:
             self._abort_and_rewind()
             return 0
         except KafkaError as exc:
-            self._abort_and_rewind()
+            # a step that got no answer leaves the producer stuck: replace it rather than wait on an abort
+            self._abort_and_rewind(replace=isinstance(exc, KafkaTimeoutError))
             self._kafka_trouble("committing", exc)
             return 0
         except BaseException:
@@ -273,8 +303,8 @@ class EventProcessor:
             self.producer.send(self.topics.state, key=cam.encode(),
                                value=self.processors[cam].snapshot().model_dump_json().encode())  # fmt: skip
         offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "", -1) for tp, rs in batches.items()}
-        self.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
-        self.producer.commit_transaction()
+        self._step("send_offsets_to_transaction", offsets, self.consumer.group_metadata())
+        self._step("commit_transaction")
         for where in [w for w in self._poison if (w[0], w[1]) in {(tp.topic, tp.partition) for tp in offsets}]:
             if where[2] < offsets[TopicPartition(where[0], where[1])].offset:
                 del self._poison[where]  # committed past it
@@ -282,13 +312,17 @@ class EventProcessor:
         self.stats.dead_letters += dead_letters
         return done
 
-    def _abort_and_rewind(self) -> None:
+    def _abort_and_rewind(self, *, replace: bool = False) -> None:
         """Abort the open transaction and go back to the last commit; never hides the error being handled."""
         self.stats.aborted += 1
         try:
-            self.producer.abort_transaction()
+            if replace:
+                self._replace_producer()
+            else:
+                self._step("abort_transaction")
         except Exception as exc:  # logged, not raised: the caller is already handling the first error
-            log.warning("aborting the transaction failed too: %s: %s", type(exc).__name__, exc)
+            log.warning("aborting the transaction failed too (%s: %s): replacing the producer", type(exc).__name__, exc)
+            self._replace_producer()
         # the uncommitted records and state changes are redone from the last commit
         self.processors.clear()
         self.states.clear()
@@ -304,6 +338,19 @@ class EventProcessor:
         except Exception as exc:
             log.warning("rewinding to the committed offsets failed: %s: %s", type(exc).__name__, exc)
             self._to_load = set(self._owned)
+
+    def _replace_producer(self) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            self.producer.close(timeout=1)
+        except Exception as exc:
+            log.warning("closing the stuck producer: %s: %s", type(exc).__name__, exc)
+        try:
+            self.producer = self._new_producer()
+        except KafkaError as exc:
+            self._kafka_trouble("replacing the producer", exc)
+            self._replace_producer()
 
     def _kafka_trouble(self, doing: str, exc: BaseException) -> None:
         """Retry what Kafka can recover from; stop for what it cannot, or when it lasts too long."""

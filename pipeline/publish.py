@@ -51,7 +51,8 @@ AckCallback = Callable[[BaseException | None], None]
 class DetectionPublisher:
     """Idempotent, acknowledged publishing: a frame counts as published once the broker acknowledged it.
 
-    ``counts`` (thread-safe to read) has ``published``, ``publish_failed`` and
+    ``counts`` (thread-safe to read) has ``messages_published`` (frames and end-of-stream markers),
+    ``publish_failed`` and
     ``publish_failed:<reason>``, ``truncated_frames`` and ``dead_letters``; ``on_ack`` callbacks
     run in the producer's I/O thread with ``None`` or the error.
     """
@@ -80,7 +81,7 @@ class DetectionPublisher:
             log.warning("camera %s frame %d: %d instances left out to fit %d bytes", frame.camera_id,
                         frame.frame_index, dropped, self.max_message_bytes)  # fmt: skip
         what = f"camera {frame.camera_id} frame {frame.stream_epoch}/{frame.frame_index}"
-        self._send(self.topic, frame.camera_id, value, "published", what, on_ack)
+        self._send(self.topic, frame.camera_id, value, "messages_published", what, on_ack)
 
     def dead_letter(self, record: DeadLetter) -> None:
         self._send(self.dead_letter_topic, record.key or "", record.model_dump_json().encode(), "dead_letters",

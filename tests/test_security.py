@@ -46,7 +46,7 @@ def test_scram_over_tls_carries_detections_to_events_exactly_once(secure_kafka):
     for f in frames:
         publisher.publish(f)
     publisher.close()
-    assert publisher.counts["published"] == 40 and not publisher.counts["publish_failed"]
+    assert publisher.counts["messages_published"] == 40 and not publisher.counts["publish_failed"]
     rules = load_rules(REPO_ROOT / "configs" / "demo_rules.yaml")
     with running_consumer(conn, topics, rules) as proc:
         wait_for(lambda: proc.stats.messages >= 40, 60, "the consumer over SASL_SSL")

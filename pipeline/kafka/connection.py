@@ -8,6 +8,8 @@ revealed when a client is built.
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,26 +84,63 @@ class KafkaConnection(BaseModel):
         return f"{self.bootstrap} over {self.security.protocol}{who}"
 
 
-def check_connection(conn: KafkaConnection, timeout_s: float = 15.0) -> None:
+def check_connection(conn: KafkaConnection, timeout_s: float = 30.0) -> None:
     """Fail fast, with one clear line, when the cluster cannot be reached or refuses the credentials.
 
-    kafka-python would otherwise retry a refused login until its own timeouts and report only
-    that no broker was available.
+    kafka-python reports a refused SASL login only in its log and retries until its bootstrap
+    times out; this check watches for that report and gives up at the first one.
     """
     from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError, NoBrokersAvailable, SaslAuthenticationFailedError
 
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+
+    def attempt() -> None:
+        admin = None
+        try:
+            admin = KafkaAdminClient(**conn.client_args(), client_id="sparseinst-check",
+                                     request_timeout_ms=int(timeout_s * 1000))  # fmt: skip
+            admin.describe_cluster()
+            outcome.append(None)
+        except Exception as exc:
+            outcome.append(exc)
+        finally:
+            if admin is not None:
+                admin.close()
+            done.set()
+
+    refused = _LoginFailures(done)
+    net_log = logging.getLogger("kafka.net")
+    net_log.addHandler(refused)
     try:
-        ms = int(timeout_s * 1000)
-        admin = KafkaAdminClient(**conn.client_args(), client_id="sparseinst-check", request_timeout_ms=ms,
-                                 api_version_auto_timeout_ms=ms)  # fmt: skip
-    except SaslAuthenticationFailedError as exc:
-        raise KafkaUnavailableError(f"Kafka at {conn.describe()} refused the login: {_first_line(exc)}") from None
-    except NoBrokersAvailable:
-        raise KafkaUnavailableError(f"Kafka at {conn.describe()} did not answer (no broker available)") from None
-    except KafkaError as exc:
-        raise KafkaUnavailableError(f"Kafka at {conn.describe()}: {_first_line(exc)}") from None
-    admin.close()
+        threading.Thread(target=attempt, daemon=True, name="kafka-check").start()
+        done.wait(timeout_s + 5)
+    finally:
+        net_log.removeHandler(refused)
+    if refused.first is not None:
+        raise KafkaUnavailableError(f"Kafka at {conn.describe()} refused the login: {_first_line(refused.first)}")
+    if not outcome:
+        raise KafkaUnavailableError(f"Kafka at {conn.describe()} did not answer within {timeout_s:.0f} s")
+    if outcome[0] is not None:
+        exc = outcome[0]
+        raise KafkaUnavailableError(f"Kafka at {conn.describe()}: {type(exc).__name__}: {_first_line(exc)}")
+
+
+class _LoginFailures(logging.Handler):
+    """Notices kafka-python's log record of a refused SASL login."""
+
+    def __init__(self, done: threading.Event) -> None:
+        super().__init__(logging.ERROR)
+        self.done = done
+        self.first: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from kafka.errors import SaslAuthenticationFailedError
+
+        for arg in record.args if isinstance(record.args, tuple) else ():
+            if isinstance(arg, SaslAuthenticationFailedError) and self.first is None:
+                self.first = arg
+                self.done.set()
 
 
 def _first_line(exc: BaseException) -> str:
