@@ -114,7 +114,8 @@ class EventProcessor:
         )  # fmt: skip
         self._producer_args = {**args, "transactional_id": self.transactional_id, "compression_type": "gzip",
                                "acks": "all", "transaction_timeout_ms": int(transaction_timeout_s * 1000)}  # fmt: skip
-        self.step_timeout_s = max(5.0, min(30.0, transaction_timeout_s / 2))
+        # past the transaction timeout the broker has aborted the transaction anyway
+        self.step_timeout_s = transaction_timeout_s
         try:
             self.producer = self._new_producer()
         except Exception as exc:

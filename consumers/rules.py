@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
+from pipeline.paths import checked_file
 
 Point = tuple[float, float]
 VULNERABLE = ("person", "bicycle", "motorcycle")
@@ -117,8 +118,11 @@ class RulesFile(BaseModel):
         return cam, cam.rules or self.defaults
 
 
+MAX_RULES_BYTES = 1 << 20
+
+
 def load_rules(path: str | Path) -> RulesFile:
-    path = Path(path)
+    path = checked_file(path, what="rules file", max_bytes=MAX_RULES_BYTES, suffixes=(".yaml", ".yml"))
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:

@@ -50,8 +50,8 @@ class TritonSettings(BaseModel):
 
     grpc_url: str | None = Field(None, description="external server, host:port; unset = embedded")
     http_url: str | None = Field(None, description="its HTTP address (health checks, model control)")
-    model_name: str = contract.ENSEMBLE
-    model_version: str = Field("", description="explicit model version; empty = the server's version policy")
+    model_name: str = Field(contract.ENSEMBLE, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    model_version: str = Field("", pattern=r"^[0-9]*$", description="explicit version; empty = the server's policy")
     timeout_s: float = Field(10.0, gt=0)
     retries: int = Field(12, ge=0, description="retries while the server is unavailable (backoff doubles to 5 s)")
 

@@ -138,3 +138,78 @@ def test_decode_errors_and_stalls_become_camera_health_events():
         ("stalled", 3),
     ]
     assert len({e.event_id for e in health}) == 4
+
+
+# ------------------------------------------------------------------------------ stream identity
+
+
+def _frames(epoch: int, n: int, camera: str = "veh-1/right", version: int = 2):
+    from pipeline.data.detections import moving_cars
+
+    frames = moving_cars(n, camera_id=camera, instances=2, stream_epoch=epoch)
+    return [f.model_copy(update={"schema_version": version}) for f in frames]
+
+
+def test_a_restarted_source_is_a_new_stream_old_tracks_end_and_its_frames_are_all_processed():
+    from consumers.engine import CameraProcessor
+    from consumers.rules import RulesFile
+
+    proc = CameraProcessor("veh-1/right", RulesFile())
+    first = [e for f in _frames(100, 20) for e in proc.consume(f)[0]]
+    started = [e for e in first if e.type == "track.started"]
+    assert started and not [e for e in first if e.type == "track.ended"]
+    second: list = []
+    skipped = []
+    for f in _frames(200, 10):  # the new run's indices start at 0 again
+        events, why = proc.consume(f)
+        second += events
+        skipped.append(why)
+    assert skipped == [None] * 10  # nothing of the new run is taken for a replay
+    ended = [e for e in second if e.type == "track.ended"]
+    assert {e.track_id for e in ended} >= {e.track_id for e in started}  # the old stream's tracks were closed
+    new_tracks = {e.track_id for e in second if e.type == "track.started"}
+    assert new_tracks and not new_tracks & {e.track_id for e in started}  # numbering goes on
+    ids = [e.event_id for e in first + second]
+    assert len(ids) == len(set(ids))
+
+
+def test_duplicates_and_frames_of_an_older_stream_are_skipped_and_said_why():
+    from consumers.engine import CameraProcessor
+    from consumers.rules import RulesFile
+
+    proc = CameraProcessor("veh-1/right", RulesFile())
+    frames = _frames(200, 5)
+    for f in frames:
+        proc.consume(f)
+    assert proc.consume(frames[3]) == ([], "duplicate")
+    assert proc.consume(_frames(100, 8)[7]) == ([], "stale_stream")
+
+
+def test_version_1_messages_are_still_read_as_epoch_0():
+    from pipeline.messages import FrameDetections
+
+    frame = _frames(0, 1, version=1)[0]
+    text = frame.model_dump_json(exclude={"stream_epoch"})
+    parsed = FrameDetections.model_validate_json(text)
+    assert parsed.schema_version == 1 and parsed.stream_epoch == 0
+    with pytest.raises(ValueError):
+        FrameDetections.model_validate_json(text.replace('"schema_version":1', '"schema_version":3'))
+
+
+def test_rules_files_and_repositories_are_checked(tmp_path):
+    from consumers.rules import load_rules
+    from pipeline.errors import ConfigError
+    from pipeline.paths import checked_repository
+
+    big = tmp_path / "rules.yaml"
+    big.write_text("# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match="more than"):
+        load_rules(big)
+    with pytest.raises(ConfigError, match="expected a"):
+        load_rules(tmp_path / "passwd")
+    repo = tmp_path / "repo"
+    (repo / "model" / "1").mkdir(parents=True)
+    checked_repository(repo)
+    (repo / "model" / "1" / "escape").symlink_to("/etc")
+    with pytest.raises(ConfigError, match="outside the repository"):
+        checked_repository(repo)

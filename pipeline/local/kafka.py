@@ -146,6 +146,9 @@ class LocalKafka(LocalService):
             f"transaction.state.log.replication.factor={c.replication}",
             f"transaction.state.log.min.isr={min(c.min_insync_replicas, c.replication)}",
             "transaction.abort.timed.out.transaction.cleanup.interval.ms=2000",
+            # a killed node is fenced (its leaderships and coordinators move) after 4 s rather than 9
+            "broker.session.timeout.ms=4000",
+            "broker.heartbeat.interval.ms=1000",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=true",
             "message.max.bytes=8388608",

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.local.ports import free_port, wait_until
 from pipeline.local.process import LocalService, ServiceError, default_cache
+from pipeline.paths import checked_repository
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class LocalTriton(LocalService):
         c = self.config
         if not c.model_repository.is_dir():
             raise ServiceError(f"model repository not found: {c.model_repository}")
+        checked_repository(c.model_repository)
         for attr in ("http_port", "grpc_port", "metrics_port"):
             if not getattr(self, attr):
                 setattr(self, attr, free_port(c.host))
