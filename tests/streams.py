@@ -67,18 +67,16 @@ def wait_for(check, timeout_s: float, what: str, every_s: float = 0.2) -> None:
 
 def group_caught_up(conn: KafkaConnection, group: str, topic: str) -> bool:
     """Has ``group`` committed offsets at the end of every partition of ``topic``?"""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
 
-    admin = KafkaAdminClient(**conn.client_args())
-    consumer = KafkaConsumer(**conn.client_args())
+    # a consumer of the group that never subscribes: it reads the group's committed offsets, joins nothing
+    consumer = KafkaConsumer(**conn.client_args(), group_id=group, enable_auto_commit=False)
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         end = consumer.end_offsets(parts)
-        committed = admin.list_consumer_group_offsets(group)
-        return all(end[tp] == 0 or (tp in committed and committed[tp].offset >= end[tp]) for tp in parts)
+        return all(end[tp] == 0 or (consumer.committed(tp) or 0) >= end[tp] for tp in parts)
     finally:
-        consumer.close()
-        admin.close()
+        consumer.close(autocommit=False)
 
 
 @contextlib.contextmanager

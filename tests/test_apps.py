@@ -89,3 +89,16 @@ def test_run_and_consume_serve_prometheus_metrics(tmp_path, kafka, triton):
                  "sparseinst_consumer_dead_letters_total", "sparseinst_consumer_transactions_aborted_total",
                  "sparseinst_consumer_lag{partition="):  # fmt: skip
         assert name in text, (name, text[:2000])
+
+
+def test_the_ingest_side_imports_no_consumers_and_the_model_code_no_kafka():
+    import subprocess
+    import sys
+
+    probe = ("import sys, pipeline.apps.ingest, pipeline.publish, pipeline.kafka, pipeline.model; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'consumers'}), "
+             "sorted(m for m in sys.modules if m.startswith('pipeline.model') and 'kafka' in m))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert out.stdout.split() == ["[]", "[]"], out.stdout
+    model_sources = " ".join(p.read_text() for p in (REPO_ROOT / "pipeline" / "model").glob("*.py"))
+    assert "kafka" not in model_sources and "tritonclient" not in model_sources

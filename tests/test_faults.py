@@ -349,17 +349,18 @@ def test_a_thousand_malformed_messages_go_to_the_dead_letter_topic_and_the_good_
     misfits = [f.model_copy(update={"height": f.height + 8, "frame_index": f.frame_index + 1000})
                for f in good[5:245:24]]  # fmt: skip
     producer = KafkaProducer(**conn.client_args(), acks="all", linger_ms=5)
-    sent_bad = 0
+    malformed, sent_malformed, sent_misfits = 1000 - len(misfits), 0, 0
     for i, f in enumerate(good):
         producer.send(topics.detections, key=f.camera_id.encode(), value=f.model_dump_json().encode())
-        for k in range(4):  # ~4 malformed messages after every good one
-            if sent_bad < 1000 - len(misfits):
-                producer.send(topics.detections, key=f.camera_id.encode(), value=_malformed(4 * i + k, f))
-                sent_bad += 1
+        for _ in range(5):  # 4 or 5 malformed messages after every good one
+            if sent_malformed < malformed:
+                producer.send(topics.detections, key=f.camera_id.encode(), value=_malformed(sent_malformed, f))
+                sent_malformed += 1
         if i % 24 == 5 and misfits:
             m = misfits.pop(0)
             producer.send(topics.detections, key=m.camera_id.encode(), value=m.model_dump_json().encode())
-            sent_bad += 1
+            sent_misfits += 1
+    sent_bad = sent_malformed + sent_misfits
     producer.flush()
     producer.close()
     assert sent_bad == 1000
