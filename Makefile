@@ -12,10 +12,15 @@ setup: $(STAMP)
 # Headless Chromium renders the demo report in the tests; installed from the distribution if missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BROWSER := $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
+# openssl makes the throw-away certificates of the TLS broker in the security tests
+OPENSSL := $(shell command -v openssl)
 
 $(STAMP): pyproject.toml
 ifeq ($(BROWSER),)
 	$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium
+endif
+ifeq ($(OPENSSL),)
+	$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends openssl
 endif
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
