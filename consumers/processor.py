@@ -213,7 +213,7 @@ class EventProcessor:
         except (ValidationError, ValueError, TypeError) as exc:
             return [], self._dead_letter(record, "invalid detections message", exc), None
         self.camera_partition[frame.camera_id] = record.partition
-        # masks are checked before any state changes; anything raised later redoes the poll without this record
+        # anything raised from here on redoes the poll without this record (see _transaction)
         events, skipped = self.processor(frame.camera_id).consume(frame)
         if skipped:
             self.stats.skipped[skipped] += 1
@@ -306,9 +306,8 @@ class EventProcessor:
         offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "", -1) for tp, rs in batches.items()}
         self._step("send_offsets_to_transaction", offsets, self.consumer.group_metadata())
         self._step("commit_transaction")
-        for where in [w for w in self._poison if (w[0], w[1]) in {(tp.topic, tp.partition) for tp in offsets}]:
-            if where[2] < offsets[TopicPartition(where[0], where[1])].offset:
-                del self._poison[where]  # committed past it
+        committed = {(tp.topic, tp.partition): o.offset for tp, o in offsets.items()}
+        self._poison = {w: e for w, e in self._poison.items() if w[2] >= committed.get(w[:2], -1)}  # not yet passed
         self.stats.events.update(events_by_type)
         self.stats.dead_letters += dead_letters
         return done
@@ -316,14 +315,15 @@ class EventProcessor:
     def _abort_and_rewind(self, *, replace: bool = False) -> None:
         """Abort the open transaction and go back to the last commit; never hides the error being handled."""
         self.stats.aborted += 1
-        try:
-            if replace:
-                self._replace_producer()
-            else:
-                self._step("abort_transaction")
-        except Exception as exc:  # logged, not raised: the caller is already handling the first error
-            log.warning("aborting the transaction failed too (%s: %s): replacing the producer", type(exc).__name__, exc)
+        if replace:
             self._replace_producer()
+        else:
+            try:
+                self._step("abort_transaction")
+            except Exception as exc:  # logged, not raised: the caller is already handling the first error
+                log.warning("aborting the transaction failed too (%s: %s): replacing the producer",
+                            type(exc).__name__, exc)  # fmt: skip
+                self._replace_producer()
         # the uncommitted records and state changes are redone from the last commit
         self.processors.clear()
         self.states.clear()
@@ -336,9 +336,8 @@ class EventProcessor:
                     self.consumer.seek_to_beginning(tp)
                 else:
                     self.consumer.seek(tp, committed)
-        except Exception as exc:
+        except Exception as exc:  # the next poll retries from wherever the consumer is; states reload anyway
             log.warning("rewinding to the committed offsets failed: %s: %s", type(exc).__name__, exc)
-            self._to_load = set(self._owned)
 
     def _replace_producer(self) -> None:
         from kafka.errors import KafkaError

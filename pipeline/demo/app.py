@@ -24,7 +24,6 @@ from pipeline.config import Settings
 from pipeline.data.classes import CLASS_INDEX
 from pipeline.ingest.runner import IngestRunner
 from pipeline.ingest.sources import CapturedFrame, Source, SyntheticVehicle, source_for
-from pipeline.kafka.connection import KafkaConnection
 from pipeline.kafka.topics import Topics, ensure_topics
 from pipeline.messages import FrameDetections
 from pipeline.publish import DetectionPublisher
@@ -82,7 +81,7 @@ def run_demo(settings: Settings, opts: DemoOptions) -> dict:
 def _stream_demo(settings: Settings, opts: DemoOptions, rules: RulesFile, bootstrap: str, grpc: str) -> dict:
     tag = time.strftime("%Y%m%d-%H%M%S")
     topics = Topics(detections=f"demo-{tag}.detections", events=f"demo-{tag}.events")
-    conn = KafkaConnection(bootstrap=bootstrap, security=settings.kafka.security)
+    conn = settings.kafka.connection(bootstrap)
     ensure_topics(conn, topics, settings.kafka.topics)
     processor = EventProcessor(conn, rules, topics=topics, group_id=f"demo-{tag}", member_id="demo")
     opts.out.mkdir(parents=True, exist_ok=True)

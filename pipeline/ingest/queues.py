@@ -11,12 +11,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 
 from pipeline.ingest.sources import CapturedFrame
 
 
 class CameraQueues:
-    def __init__(self, budget: int = 4) -> None:
+    def __init__(self, budget: int = 4, on_drop: Callable[[str], None] | None = None) -> None:
         if budget < 1:
             raise ValueError("budget must be at least 1 frame per camera")
         self.budget = budget
@@ -25,6 +26,7 @@ class CameraQueues:
         self._next = 0
         self._cv = threading.Condition()
         self.dropped: Counter[str] = Counter()  # camera -> frames dropped because it fell behind
+        self.on_drop = on_drop  # told the camera of every such frame, as it is dropped
         self.closed = False
 
     def put(self, frame: CapturedFrame, *, drop_oldest: bool) -> bool:
@@ -40,6 +42,8 @@ class CameraQueues:
                 if drop_oldest:
                     q.popleft()
                     self.dropped[frame.camera_id] += 1
+                    if self.on_drop is not None:
+                        self.on_drop(frame.camera_id)
                 else:
                     self._cv.wait(0.1)
                     if self.closed:

@@ -110,14 +110,12 @@ class IngestRunner:
     ) -> None:
         self.sources, self.client_config, self.publisher = sources, client, publisher
         self.max_batch, self.in_flight, self.speed = max_batch, in_flight, speed
-        self.queues = CameraQueues(budget)
+        self.queues = CameraQueues(budget, on_drop=lambda camera: self.stats.drop(camera, "behind"))
         self.stats = IngestStats()
         self.on_published = on_published
         self._readers: list[threading.Thread] = []
         self._refused: Counter[str] = Counter()  # camera -> refused frames not yet reported in a message
         self.epochs: dict[str, int] = {}  # first camera of a source -> stream epoch of this run
-        self._behind_counted: Counter[str] = Counter()
-        self._behind_lock = threading.Lock()
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------------------ readers
@@ -161,7 +159,6 @@ class IngestRunner:
             for frame in self.queues.drain():  # stopped early (Ctrl-C): what still waited is not lost silently
                 self.stats.drop(frame.camera_id, "shutdown")
             self.publisher.flush()  # published means acknowledged: wait for the outstanding ones
-            self._count_behind()
             self.stats.finished = time.monotonic()
         return self.stats
 
@@ -232,17 +229,7 @@ class IngestRunner:
                     model_version="", instances=[], end_of_stream=True,
                 ))  # fmt: skip
 
-    def _count_behind(self) -> None:
-        """Frames the queues dropped (live cameras behind) join the other reasons."""
-        with self._behind_lock:
-            for cam, n in dict(self.queues.dropped).items():
-                new = n - self._behind_counted[cam]
-                if new > 0:
-                    self._behind_counted[cam] = n
-                    self.stats.drop(cam, "behind", new)
-
     def progress(self) -> dict:
-        self._count_behind()
         return {
             "read": sum(self.stats.frames_read.values()),
             "published": sum(self.stats.published.values()),
