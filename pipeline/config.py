@@ -104,6 +104,9 @@ class IngestSettings(BaseModel):
     in_flight: int = Field(2, ge=1, description="requests at Triton at once")
     speed: float = Field(1.0, gt=0, description="pacing speed for recorded sources played in real time")
     max_message_bytes: int = Field(900_000, ge=10_000, lt=1_048_576)
+    follow_rollout: bool = Field(True, description="route cameras and shadow frames by the rollout state in Kafka")
+    archive_every: int = Field(0, ge=0, description="keep every n-th published frame in the frame archive for "
+                               "replays (1 = all, which replays need to reproduce events; 0 = off)")  # fmt: skip
 
 
 class ConsumerSettings(BaseModel):

@@ -124,3 +124,27 @@ class DeadLetter(BaseModel):
     reason: str
     error_type: str | None = Field(None, description="the exception's type, where one was raised")
     value: str = Field(description="the original value, decoded as UTF-8 with replacement, cut to 64 KiB")
+
+
+class ShadowResult(BaseModel):
+    """One frame answered by the live and the candidate version, on the ``rollout.shadow`` topic.
+
+    Written by ingest for shadowed frames (the candidate's answer is never published as
+    detections) and for canary frames the candidate failed (``candidate`` None, ``candidate_error``
+    set; the frame itself was answered by live and published once). The rollout controller judges
+    these.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    rollout_id: str = Field(min_length=1)
+    camera_id: str = Field(min_length=1)
+    stream_epoch: int = Field(0, ge=0)
+    frame_index: int = Field(ge=0)
+    live: FrameDetections | None = None
+    candidate: FrameDetections | None = None
+    live_latency_ms: float | None = Field(None, ge=0)
+    candidate_latency_ms: float | None = Field(None, ge=0)
+    live_error: str | None = None
+    candidate_error: str | None = None

@@ -87,7 +87,13 @@ class DetectionPublisher:
         self._send(self.dead_letter_topic, record.key or "", record.model_dump_json().encode(), "dead_letters",
                    f"dead letter for {record.key}", None)  # fmt: skip
 
-    def _send(self, topic: str, key: str, value: bytes, counter: str, what: str, on_ack: AckCallback | None) -> None:
+    def send(self, topic: str, key: str, value: bytes, counter: str, *,
+             headers: list[tuple[str, bytes]] | None = None) -> None:  # fmt: skip
+        """Another record on the same idempotent producer (shadow results, archived frames), counted as ``counter``."""
+        self._send(topic, key, value, counter, f"{counter} record for {key}", None, headers)
+
+    def _send(self, topic: str, key: str, value: bytes, counter: str, what: str, on_ack: AckCallback | None,
+              headers: list[tuple[str, bytes]] | None = None) -> None:  # fmt: skip
         def done(error: BaseException | None) -> None:
             with self._lock:
                 self._outstanding -= 1
@@ -104,7 +110,7 @@ class DetectionPublisher:
         with self._lock:
             self._outstanding += 1
         try:
-            future = self.producer.send(topic, key=key.encode(), value=value)
+            future = self.producer.send(topic, key=key.encode(), value=value, headers=headers)
         except Exception as exc:  # refused before it left (buffer full for too long, closed producer, size)
             done(exc)
             return

@@ -8,6 +8,12 @@ published is counted by reason: ``behind`` (a live camera fell behind; oldest dr
 ``refused`` (the server refused the frame: corrupt, oversized), ``server_error`` (timeouts,
 unavailability after the retries), ``publish_failed`` (the broker did not acknowledge it) and
 ``shutdown`` (still waiting when the runner was stopped).
+
+With a rollout running (``rollout``: the state ingest follows), each batch is split by version:
+canary cameras go to the candidate's ensemble, the others to live, and a share of live frames is
+also sent to the candidate (shadow; its answers go to the shadow topic, never to detections).
+A canary batch the candidate fails is answered by live instead and the failure is reported to
+the shadow topic, so a frame is published exactly once whatever the candidate does.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,9 +35,14 @@ from pipeline.errors import InferenceError
 from pipeline.ingest.pacing import Pacer
 from pipeline.ingest.queues import CameraQueues
 from pipeline.ingest.sources import CapturedFrame, Source, SourceState
-from pipeline.messages import DeadLetter, FrameDetections
+from pipeline.messages import DeadLetter, FrameDetections, ShadowResult
 from pipeline.publish import DetectionPublisher
+from pipeline.rollout.archive import headers_of
 from pipeline.serving.client import ClientConfig, Frame, FrameFailure, SegmentationClient
+
+if TYPE_CHECKING:
+    from pipeline.rollout.follow import RolloutFollower
+    from pipeline.rollout.state import RolloutState
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +107,28 @@ class IngestStats:
         }
 
 
+Answer = tuple[list[FrameDetections | FrameFailure] | None, InferenceError | None, float]  # results, error, ms
+
+
+@dataclass
+class _Request:
+    """One request in flight: frames of one batch sent to one ensemble, with its shadow request."""
+
+    task: asyncio.Task  # -> Answer
+    frames: list[CapturedFrame]
+    ensemble: str
+    rollout: RolloutState | None = None
+    candidate: bool = False  # canary frames served by the candidate
+    shadow: asyncio.Task | None = None  # the same (sampled) frames at the candidate -> Answer
+    shadow_frames: list[CapturedFrame] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RolloutTopics:
+    shadow: str = "rollout.shadow"
+    archive: str = "frames.archive"
+
+
 class IngestRunner:
     def __init__(
         self,
@@ -107,12 +141,18 @@ class IngestRunner:
         in_flight: int = 2,
         speed: float = 1.0,
         on_published: Callable[[CapturedFrame, FrameDetections], None] | None = None,
+        rollout: RolloutFollower | None = None,
+        archive_every: int = 0,
+        topics: RolloutTopics = RolloutTopics(),
     ) -> None:
         self.sources, self.client_config, self.publisher = sources, client, publisher
         self.max_batch, self.in_flight, self.speed = max_batch, in_flight, speed
         self.queues = CameraQueues(budget, on_drop=lambda camera: self.stats.drop(camera, "behind"))
         self.stats = IngestStats()
         self.on_published = on_published
+        self.rollout, self.archive_every, self.topics = rollout, archive_every, topics
+        self.routed: Counter[str] = Counter()  # version -> frames published from it
+        self._clients: dict[str, SegmentationClient] = {}
         self._readers: list[threading.Thread] = []
         self._refused: Counter[str] = Counter()  # camera -> refused frames not yet reported in a message
         self.epochs: dict[str, int] = {}  # first camera of a source -> stream epoch of this run
@@ -166,45 +206,123 @@ class IngestRunner:
         return all(not t.is_alive() for t in self._readers)
 
     async def _loop(self) -> None:
-        pending: deque[tuple[asyncio.Task, list[CapturedFrame]]] = deque()
-        async with SegmentationClient(self.client_config) as client:
+        pending: deque[_Request] = deque()
+        try:
             while not self._stop.is_set():
                 batch = await asyncio.to_thread(self.queues.take_batch, self.max_batch, 0.05)
                 if batch:
-                    frames = [Frame(f.jpeg, f.camera_id, f.frame_index, f.capture_time, f.vehicle_id) for f in batch]
-                    pending.append((asyncio.create_task(client.infer_isolating(frames)), batch))
+                    pending.extend(self._send(batch))
                     self.stats.batches += 1
-                while pending and (pending[0][0].done() or len(pending) >= self.in_flight):
-                    await self._publish(*pending.popleft())
+                while pending and (pending[0].task.done() or len(pending) >= self.in_flight):
+                    await self._publish(pending.popleft())
                 if not batch and not pending and self._sources_done() and self.queues.pending() == 0:
                     break
             while pending:
-                await self._publish(*pending.popleft())
+                await self._publish(pending.popleft())
+        finally:
+            for client in self._clients.values():
+                await client.close()
         self._end_streams()
 
-    async def _publish(self, task: asyncio.Task, batch: list[CapturedFrame]) -> None:
+    def _client(self, ensemble: str) -> SegmentationClient:
+        if ensemble not in self._clients:
+            self._clients[ensemble] = SegmentationClient(self.client_config.model_copy(update={"model_name": ensemble}))
+        return self._clients[ensemble]
+
+    async def _ask(self, ensemble: str, frames: Sequence[CapturedFrame]) -> Answer:
+        started = time.perf_counter()
         try:
-            results = await task
+            wire = [Frame(f.jpeg, f.camera_id, f.frame_index, f.capture_time, f.vehicle_id) for f in frames]
+            results = await self._client(ensemble).infer_isolating(wire)
+            return results, None, (time.perf_counter() - started) * 1000
         except InferenceError as exc:
-            for captured in batch:
+            return None, exc, (time.perf_counter() - started) * 1000
+
+    def _send(self, batch: list[CapturedFrame]) -> list[_Request]:
+        """Requests for one batch: by version when a rollout runs, with the shadow request beside live."""
+        state = self.rollout.current() if self.rollout is not None else None
+        if state is None:
+            ensemble = self.client_config.model_name
+            return [_Request(asyncio.create_task(self._ask(ensemble, batch)), batch, ensemble)]
+        canary = [f for f in batch if state.serves_candidate(f.camera_id)]
+        live = [f for f in batch if not state.serves_candidate(f.camera_id)]
+        out = []
+        if live:
+            req = _Request(asyncio.create_task(self._ask(state.live_ensemble, live)), live, state.live_ensemble, state)
+            req.shadow_frames = [f for f in live if state.shadows(f.camera_id, f.frame_index)]
+            if req.shadow_frames and state.candidate_ensemble:
+                req.shadow = asyncio.create_task(self._ask(state.candidate_ensemble, req.shadow_frames))
+            out.append(req)
+        if canary and state.candidate_ensemble:
+            out.append(_Request(asyncio.create_task(self._ask(state.candidate_ensemble, canary)), canary,
+                                state.candidate_ensemble, state, candidate=True))  # fmt: skip
+        return out
+
+    async def _publish(self, req: _Request) -> None:
+        results, error, ms = await req.task
+        if req.candidate and error is not None:  # the candidate failed canary frames: live answers them
+            assert req.rollout is not None
+            log.error("candidate %s failed %d canary frames (%s); live %s answers them", req.ensemble,
+                      len(req.frames), error, req.rollout.live_ensemble)  # fmt: skip
+            for f in req.frames:
+                self._report(req.rollout, f, candidate_error=f"{type(error).__name__}: {error}",
+                             candidate_latency_ms=ms)  # fmt: skip
+            results, error, ms = await self._ask(req.rollout.live_ensemble, req.frames)
+        if error is not None:
+            for captured in req.frames:
                 self.stats.drop(captured.camera_id, "server_error")
-            log.error("batch of %d frames lost: %s", len(batch), exc)
+            log.error("batch of %d frames lost: %s", len(req.frames), error)
+        else:
+            assert results is not None
+            for captured, result in zip(req.frames, results):
+                self._publish_one(captured, result)
+        if req.shadow is not None:
+            await self._judge_shadow(req, results, ms)
+
+    def _publish_one(self, captured: CapturedFrame, result: FrameDetections | FrameFailure) -> None:
+        if isinstance(result, FrameFailure):
+            self.stats.drop(captured.camera_id, "refused")
+            self._refused[captured.camera_id] += 1
+            log.warning("camera %s frame %d refused: %s", captured.camera_id, captured.frame_index, result.reason)
+            self.publisher.dead_letter(DeadLetter(
+                topic=f"camera:{captured.camera_id}", partition=-1, offset=captured.frame_index,
+                key=captured.camera_id, reason=result.reason, error_type="InvalidRequestError",
+                value=f"<{len(captured.jpeg)} bytes of JPEG>",
+            ))  # fmt: skip
             return
-        for captured, result in zip(batch, results):
-            if isinstance(result, FrameFailure):
-                self.stats.drop(captured.camera_id, "refused")
-                self._refused[captured.camera_id] += 1
-                log.warning("camera %s frame %d refused: %s", captured.camera_id, captured.frame_index, result.reason)
-                self.publisher.dead_letter(DeadLetter(
-                    topic=f"camera:{captured.camera_id}", partition=-1, offset=captured.frame_index,
-                    key=captured.camera_id, reason=result.reason, error_type="InvalidRequestError",
-                    value=f"<{len(captured.jpeg)} bytes of JPEG>",
-                ))  # fmt: skip
-                continue
-            if self._refused[captured.camera_id]:  # the consumers turn this into a camera.health event
-                result.decode_errors = self._refused.pop(captured.camera_id)
-            result.stream_epoch = captured.stream_epoch
-            self.publisher.publish(result, on_ack=functools.partial(self._acked, captured, result))
+        if self._refused[captured.camera_id]:  # the consumers turn this into a camera.health event
+            result.decode_errors = self._refused.pop(captured.camera_id)
+        result.stream_epoch = captured.stream_epoch
+        self.routed[result.model_version] += 1
+        if self.archive_every and captured.frame_index % self.archive_every == 0:
+            self._archive(captured.jpeg, captured.camera_id, captured.vehicle_id, captured.stream_epoch,
+                          captured.frame_index, captured.capture_time)  # fmt: skip
+        self.publisher.publish(result, on_ack=functools.partial(self._acked, captured, result))
+
+    async def _judge_shadow(self, req: _Request, live: list | None, live_ms: float) -> None:
+        assert req.shadow is not None and req.rollout is not None
+        answers, error, ms = await req.shadow
+        by_frame = {id(f): r for f, r in zip(req.frames, live or [])}
+        for i, f in enumerate(req.shadow_frames):
+            mine = by_frame.get(id(f))
+            theirs = answers[i] if answers is not None else None
+            if isinstance(mine, FrameFailure) or mine is None:
+                continue  # the frame itself was refused or lost: nothing to compare
+            self._report(req.rollout, f, live=mine, live_latency_ms=live_ms, candidate_latency_ms=ms,
+                         candidate=theirs if isinstance(theirs, FrameDetections) else None,
+                         candidate_error=f"{type(error).__name__}: {error}" if error is not None else
+                         (f"refused: {theirs.reason}" if isinstance(theirs, FrameFailure) else None))  # fmt: skip
+
+    def _archive(self, jpeg: bytes, camera: str, vehicle: str | None, epoch: int, index: int, time_s: float,
+                 end_of_stream: bool = False) -> None:  # fmt: skip
+        headers = headers_of(camera, vehicle, epoch, index, time_s, end_of_stream)
+        self.publisher.send(self.topics.archive, camera, jpeg, "frames_archived", headers=headers)
+
+    def _report(self, state: RolloutState, frame: CapturedFrame, **fields: object) -> None:
+        ids = {"rollout_id": state.rollout_id, "camera_id": frame.camera_id, "stream_epoch": frame.stream_epoch,
+               "frame_index": frame.frame_index}  # fmt: skip
+        result = ShadowResult(**ids, **fields)  # type: ignore[arg-type]
+        self.publisher.send(self.topics.shadow, frame.camera_id, result.model_dump_json().encode(), "shadow_results")
 
     def _acked(self, captured: CapturedFrame, result: FrameDetections, error: BaseException | None) -> None:
         """Runs in the producer's I/O thread once the broker answered for this frame."""
@@ -223,6 +341,9 @@ class IngestRunner:
             epoch = self.epochs.get(source.camera_ids[0], 0)
             for cam in source.camera_ids:
                 last = self.stats.frames_read[cam]
+                if self.archive_every:
+                    self._archive(b"", cam, getattr(source, "vehicle_id", None), epoch, last, last / source.nominal_fps,
+                                  end_of_stream=True)  # fmt: skip
                 self.publisher.publish(FrameDetections(
                     camera_id=cam, vehicle_id=getattr(source, "vehicle_id", None), stream_epoch=epoch,
                     frame_index=last, capture_time=last / source.nominal_fps, width=1, height=1, model_name="",

@@ -29,12 +29,16 @@ class TopicSpec(BaseModel):
     replication: int = Field(1, ge=1, description="3 on a production cluster")
     min_insync_replicas: int | None = Field(None, ge=1, description="per-topic min.insync.replicas; unset = broker's")
     retention_hours: float = Field(72.0, gt=0, description="detections, events and dead letters")
+    archive_retention_hours: float = Field(24.0, gt=0, description="the frame archive (JPEGs kept for replays)")
 
 
 @dataclass(frozen=True)
 class Topics:
     detections: str = "detections"
     events: str = "events"
+    rollout_state: str = "rollout.state"  # compacted: one record per network (pipeline.rollout.state)
+    shadow: str = "rollout.shadow"  # live and candidate answers to the same frames, for judging
+    archive: str = "frames.archive"  # sampled JPEG frames with their identity, for replays
 
     @property
     def state(self) -> str:
@@ -66,6 +70,9 @@ def topic_plan(topics: Topics, spec: TopicSpec) -> dict[str, tuple[int, dict[str
         topics.state: (spec.partitions, compacted),
         topics.dead_letter: (1, common),
         topics.events_dead_letter: (1, common),
+        topics.rollout_state: (1, compacted),
+        topics.shadow: (spec.partitions, common),
+        topics.archive: (spec.partitions, {**common, "retention.ms": str(int(spec.archive_retention_hours * 3600e3))}),
     }
 
 

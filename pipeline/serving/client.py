@@ -126,6 +126,7 @@ class SegmentationClient:
         self._grpc = grpcclient
         self._client = grpcclient.InferenceServerClient(config.url)
         self.retried = 0  # unavailability retries so far, for reports
+        self._label: str | None = None  # the network version the ensemble pins (what detections say)
 
     async def __aenter__(self) -> SegmentationClient:
         return self
@@ -158,7 +159,22 @@ class SegmentationClient:
         result = await self._call(inp, outputs)
         response = result.get_response()
         arrays = {t.name: result.as_numpy(t.name) for t in contract.RESULTS}
-        return decode_results(arrays, frames, response.model_name, response.model_version)
+        version = await self.network_version() or response.model_version
+        return decode_results(arrays, frames, response.model_name, version)
+
+    async def network_version(self) -> str | None:
+        """The ``sparseinst`` version the ensemble pins (read once from the server); None if it pins none."""
+        if self._label is None:
+            from pipeline.serving.versions import pinned_version
+
+            try:
+                config = await self._client.get_model_config(self.config.model_name, as_json=True)
+            except Exception as exc:  # the answer itself came from the model: label it as before
+                log.warning("config of %s unreadable (%s): labelling by the ensemble version", self.config.model_name,
+                            exc)  # fmt: skip
+                return None
+            self._label = pinned_version(config.get("config", config)) or ""
+        return self._label or None
 
     async def infer_isolating(self, frames: Sequence[Frame]) -> list[FrameDetections | FrameFailure]:
         """Like :meth:`infer`, but a bad frame fails alone: a refused batch is retried frame by frame."""

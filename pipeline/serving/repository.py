@@ -11,6 +11,14 @@ sparseinst     ``tensorrt_plan``, ``model.plan``            Python backend, ONNX
 postprocess    Python backend (numpy)                       the same
 ensemble       ``sparseinst_pipeline``                      the same
 =============  ===========================================  ===========================================
+
+Versions: ``sparseinst`` loads every version folder it has (``version_policy: all``), and each
+ensemble pins the network version it runs: ``sparseinst_pipeline`` pins the version the
+repository was built with (1), a candidate added later gets its own ensemble
+``sparseinst_pipeline_v<N>`` (``pipeline.serving.versions``). Pinned ensembles keep a camera's
+detections truthful about the version that made them and let live and candidate serve side by
+side; Triton shares one ``config.pbtxt`` across a model's versions, so a candidate must have the
+same tensors as the live version.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from pipeline.serving.contract import ModelSpec, Tensor
 log = logging.getLogger(__name__)
 
 Target = Literal["cpu", "gpu"]
+FIRST_VERSION = 1  # the network version a repository is built with; candidates get the next numbers
+VERSION_POLICY = "version_policy: { all { } }\n"  # live and candidate side by side (pinned by ensembles)
 SPEC_FILE = "model_spec.json"  # kept at the repository root: what was rendered, for clients and tools
 
 
@@ -74,6 +84,19 @@ def _floats(values: tuple[float, ...]) -> str:
     return ",".join(repr(float(v)) for v in values)
 
 
+def render_ensemble(spec: ModelSpec, name: str, network_version: int) -> str:
+    """The ensemble ``name``: preprocess -> ``sparseinst`` version ``network_version`` -> postprocess."""
+    steps = []
+    for model, inputs, outputs in contract.ensemble_steps(spec):
+        version = network_version if model == contract.NETWORK else -1
+        maps = "".join(f'      input_map {{ key: "{k}" value: "{v}" }}\n' for k, v in inputs.items())
+        maps += "".join(f'      output_map {{ key: "{k}" value: "{v}" }}\n' for k, v in outputs.items())
+        steps.append(f'    {{\n      model_name: "{model}"\n      model_version: {version}\n{maps}    }}')
+    ens = f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {contract.MAX_BATCH}\n'
+    ens += _tensor_block("input", (contract.FRAMES,)) + _tensor_block("output", contract.RESULTS)
+    return ens + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
+
+
 def render_configs(spec: ModelSpec, target: Target, options: RepositoryOptions | None = None) -> dict[str, str]:
     """``{model name: config.pbtxt text}`` for the target profile."""
     options = options or RepositoryOptions()
@@ -86,7 +109,7 @@ def render_configs(spec: ModelSpec, target: Target, options: RepositoryOptions |
         pre = head(contract.PREPROCESS) + 'backend: "dali"\n' + batch + body(contract.PREPROCESS)
         pre += _batching(options) + _instances("KIND_GPU", 1)
         net = head(contract.NETWORK) + 'platform: "tensorrt_plan"\n' + batch + body(contract.NETWORK)
-        net += _batching(options) + _instances("KIND_GPU", options.network_instances)
+        net += _batching(options) + _instances("KIND_GPU", options.network_instances) + VERSION_POLICY
     elif target == "cpu":
         pre = head(contract.PREPROCESS) + 'backend: "python"\n' + batch + body(contract.PREPROCESS)
         pre += _instances("KIND_CPU", 1) + _parameters({
@@ -96,7 +119,7 @@ def render_configs(spec: ModelSpec, target: Target, options: RepositoryOptions |
             "max_batch": options.max_batch, "threads": options.cpu_threads,
         })  # fmt: skip
         net = head(contract.NETWORK) + 'backend: "python"\n' + batch + body(contract.NETWORK)
-        net += _batching(options) + _instances("KIND_CPU", options.network_instances)
+        net += _batching(options) + _instances("KIND_CPU", options.network_instances) + VERSION_POLICY
         net += _parameters({"onnx_file": "model.onnx", "threads": options.cpu_threads})
     else:
         raise PipelineError(f"unknown target {target!r}; expected 'cpu' or 'gpu'")
@@ -107,13 +130,7 @@ def render_configs(spec: ModelSpec, target: Target, options: RepositoryOptions |
         "mask_stride": spec.mask_stride,
     })  # fmt: skip
 
-    steps = []
-    for model, inputs, outputs in contract.ensemble_steps(spec):
-        maps = "".join(f'      input_map {{ key: "{k}" value: "{v}" }}\n' for k, v in inputs.items())
-        maps += "".join(f'      output_map {{ key: "{k}" value: "{v}" }}\n' for k, v in outputs.items())
-        steps.append(f'    {{\n      model_name: "{model}"\n      model_version: -1\n{maps}    }}')
-    ens = head(contract.ENSEMBLE) + 'platform: "ensemble"\n' + batch + body(contract.ENSEMBLE)
-    ens += "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
+    ens = render_ensemble(spec, contract.ENSEMBLE, FIRST_VERSION)
     return {contract.PREPROCESS: pre, contract.NETWORK: net, contract.POSTPROCESS: post, contract.ENSEMBLE: ens}
 
 

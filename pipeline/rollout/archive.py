@@ -1,0 +1,82 @@
+"""The frame archive: JPEG frames ingest published, with their identity, on a topic with retention.
+
+One record per archived frame (key = camera id, value = the JPEG, identity in headers) and one
+per ended stream (empty value, ``end_of_stream``). Kafka's retention (``kafka.topics.
+archive_retention_hours``) bounds it; record timestamps are ingest's wall clock, so a replay
+picks a time range with ``offsets_for_times``. Replays reproduce the live events only from
+frames archived without sampling (``ingest.archive_every: 1``): the tracker needs every frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pipeline.kafka.connection import KafkaConnection
+
+
+@dataclass(frozen=True)
+class ArchivedFrame:
+    camera_id: str
+    vehicle_id: str | None
+    stream_epoch: int
+    frame_index: int
+    capture_time: float
+    jpeg: bytes  # empty for an end-of-stream record
+    end_of_stream: bool = False
+    timestamp_ms: int = 0  # when ingest archived it
+
+
+def headers_of(camera_id: str, vehicle_id: str | None, stream_epoch: int, frame_index: int, capture_time: float,
+               end_of_stream: bool = False) -> list[tuple[str, bytes]]:  # fmt: skip
+    fields = {"camera_id": camera_id, "vehicle_id": vehicle_id or "", "stream_epoch": stream_epoch,
+              "frame_index": frame_index, "capture_time": repr(float(capture_time)),
+              "end_of_stream": "1" if end_of_stream else "0"}  # fmt: skip
+    return [(k, str(v).encode()) for k, v in fields.items()]
+
+
+def _frame(record) -> ArchivedFrame:
+    h = {k: v.decode() for k, v in (record.headers or [])}
+    return ArchivedFrame(camera_id=h["camera_id"], vehicle_id=h.get("vehicle_id") or None,
+                         stream_epoch=int(h["stream_epoch"]), frame_index=int(h["frame_index"]),
+                         capture_time=float(h["capture_time"]), jpeg=record.value or b"",
+                         end_of_stream=h.get("end_of_stream") == "1", timestamp_ms=record.timestamp)  # fmt: skip
+
+
+def read_archive(conn: KafkaConnection | str, topic: str, *, since_ms: int | None = None, until_ms: int | None = None,
+                 cameras: set[str] | None = None) -> Iterator[ArchivedFrame]:  # fmt: skip
+    """Archived frames with ``since_ms <= timestamp < until_ms`` (all when unset), each camera in order.
+
+    Reads up to the end the archive had when the call began.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**KafkaConnection.of(conn).client_args(), group_id=None, enable_auto_commit=False,
+                             client_id="sparseinst-replay", fetch_max_bytes=64 * 1024 * 1024)  # fmt: skip
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not parts:
+            raise FileNotFoundError(f"no archive topic {topic!r}: enable ingest.archive_every")
+        consumer.assign(parts)
+        end = consumer.end_offsets(parts)
+        consumer.seek_to_beginning(*parts)
+        if since_ms is not None:
+            for tp, found in consumer.offsets_for_times({tp: since_ms for tp in parts}).items():
+                consumer.seek(tp, found.offset if found is not None else end[tp])
+        last_data = time.monotonic()
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            batch = consumer.poll(timeout_ms=500)
+            if batch:
+                last_data = time.monotonic()
+            elif time.monotonic() - last_data > 30.0:
+                raise TimeoutError(f"archive {topic}: no records for 30 s before its end")
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset >= end[tp] or (until_ms is not None and r.timestamp >= until_ms):
+                        continue
+                    frame = _frame(r)
+                    if cameras is None or frame.camera_id in cameras:
+                        yield frame
+    finally:
+        consumer.close()
