@@ -14,6 +14,14 @@ Consumers (``consume``):
 - ``sparseinst_consumer_events_total{type}``, ``sparseinst_consumer_dead_letters_total``
 - ``sparseinst_consumer_transactions_total``, ``sparseinst_consumer_transactions_aborted_total``
 - ``sparseinst_consumer_lag{partition}`` (messages behind the end of each assigned partition)
+
+Rollout controller (``rollout controller``):
+
+- ``sparseinst_rollout_running`` (1 while a rollout is judged), ``sparseinst_rollout_frames_judged``
+- ``sparseinst_rollout_agreement`` (instances matched with the same class, share)
+- ``sparseinst_rollout_latency_ms{version,quantile}`` (live and candidate, p50 and p99)
+- ``sparseinst_rollout_errors{version}``
+- ``sparseinst_rollout_count_diff_mean``, ``sparseinst_rollout_score_drift_mean``
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from consumers.processor import ConsumerStats
     from pipeline.ingest.runner import IngestRunner
+    from pipeline.rollout.controller import RolloutController
 
 
 class _Collector:
@@ -92,6 +101,41 @@ def consumer_collector(stats: ConsumerStats) -> _Collector:
                               labels=["partition"])  # fmt: skip
         for p, n in sorted(dict(stats.lag).items()):
             m.add_metric([str(p)], n)
+        yield m
+
+    return _Collector(collect)
+
+
+def rollout_collector(controller: RolloutController) -> _Collector:
+    from prometheus_client.core import GaugeMetricFamily
+
+    def collect() -> Iterator:
+        state = controller.stats.state
+        running = state is not None and state.phase == "running"
+        yield GaugeMetricFamily("sparseinst_rollout_running", "1 while a rollout is being judged", value=int(running))
+        if state is None:
+            return
+        s = state.judgement.summary()
+        simple = (
+            ("frames_judged", "frames", "shadow frames judged in the current rollout"),
+            ("agreement", "agreement", "instances matched with the same class, share"),
+            ("count_diff_mean", "count_diff_mean", "candidate minus live instances per frame"),
+            ("score_drift_mean", "score_drift_mean", "candidate minus live score of matched instances"),
+        )
+        for name, key, text in simple:
+            if s[key] is not None:
+                yield GaugeMetricFamily(f"sparseinst_rollout_{name}", text, value=float(s[key]))  # type: ignore[arg-type]
+        m = GaugeMetricFamily("sparseinst_rollout_latency_ms", "request latency of shadowed frames",
+                              labels=["version", "quantile"])  # fmt: skip
+        for who in ("live", "candidate"):
+            for q in ("p50", "p99"):
+                value = s[f"{who}_latency_{q}_ms"]
+                if value is not None:
+                    m.add_metric([who, q], float(value))  # type: ignore[arg-type]
+        yield m
+        m = GaugeMetricFamily("sparseinst_rollout_errors", "errors of each version", labels=["version"])
+        for who in ("live", "candidate"):
+            m.add_metric([who], float(s[f"{who}_errors"] or 0))  # type: ignore[arg-type]
         yield m
 
     return _Collector(collect)

@@ -296,7 +296,7 @@ class IngestRunner:
         self.routed[result.model_version] += 1
         if self.archive_every and captured.frame_index % self.archive_every == 0:
             self._archive(captured.jpeg, captured.camera_id, captured.vehicle_id, captured.stream_epoch,
-                          captured.frame_index, captured.capture_time)  # fmt: skip
+                          captured.frame_index, captured.capture_time, decode_errors=result.decode_errors)  # fmt: skip
         self.publisher.publish(result, on_ack=functools.partial(self._acked, captured, result))
 
     async def _judge_shadow(self, req: _Request, live: list | None, live_ms: float) -> None:
@@ -314,8 +314,8 @@ class IngestRunner:
                          (f"refused: {theirs.reason}" if isinstance(theirs, FrameFailure) else None))  # fmt: skip
 
     def _archive(self, jpeg: bytes, camera: str, vehicle: str | None, epoch: int, index: int, time_s: float,
-                 end_of_stream: bool = False) -> None:  # fmt: skip
-        headers = headers_of(camera, vehicle, epoch, index, time_s, end_of_stream)
+                 end_of_stream: bool = False, decode_errors: int = 0) -> None:  # fmt: skip
+        headers = headers_of(camera, vehicle, epoch, index, time_s, end_of_stream, decode_errors)
         self.publisher.send(self.topics.archive, camera, jpeg, "frames_archived", headers=headers)
 
     def _report(self, state: RolloutState, frame: CapturedFrame, **fields: object) -> None:

@@ -25,14 +25,15 @@ class ArchivedFrame:
     capture_time: float
     jpeg: bytes  # empty for an end-of-stream record
     end_of_stream: bool = False
+    decode_errors: int = 0  # frames of the camera refused just before this one (as its detections said)
     timestamp_ms: int = 0  # when ingest archived it
 
 
 def headers_of(camera_id: str, vehicle_id: str | None, stream_epoch: int, frame_index: int, capture_time: float,
-               end_of_stream: bool = False) -> list[tuple[str, bytes]]:  # fmt: skip
+               end_of_stream: bool = False, decode_errors: int = 0) -> list[tuple[str, bytes]]:  # fmt: skip
     fields = {"camera_id": camera_id, "vehicle_id": vehicle_id or "", "stream_epoch": stream_epoch,
               "frame_index": frame_index, "capture_time": repr(float(capture_time)),
-              "end_of_stream": "1" if end_of_stream else "0"}  # fmt: skip
+              "end_of_stream": "1" if end_of_stream else "0", "decode_errors": decode_errors}  # fmt: skip
     return [(k, str(v).encode()) for k, v in fields.items()]
 
 
@@ -41,7 +42,8 @@ def _frame(record) -> ArchivedFrame:
     return ArchivedFrame(camera_id=h["camera_id"], vehicle_id=h.get("vehicle_id") or None,
                          stream_epoch=int(h["stream_epoch"]), frame_index=int(h["frame_index"]),
                          capture_time=float(h["capture_time"]), jpeg=record.value or b"",
-                         end_of_stream=h.get("end_of_stream") == "1", timestamp_ms=record.timestamp)  # fmt: skip
+                         end_of_stream=h.get("end_of_stream") == "1", decode_errors=int(h.get("decode_errors", 0)),
+                         timestamp_ms=record.timestamp)  # fmt: skip
 
 
 def read_archive(conn: KafkaConnection | str, topic: str, *, since_ms: int | None = None, until_ms: int | None = None,

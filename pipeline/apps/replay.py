@@ -1,0 +1,165 @@
+"""``sparseinst-pipeline replay``: archived frames through a chosen model version, into separate topics.
+
+Frames come from the frame archive (a time range, optionally some cameras) with their original
+identity (camera, stream epoch, frame index), so the events derived from them get the same ids
+as the live ones whenever the model answers the same: a replay with the live version reproduces
+the live events, a replay with a candidate shows what it would change. Detections go to
+``<detections>.<tag>`` and events to ``<events>.<tag>``; a diff against the live events (or any
+events topic) is written as JSON and HTML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from consumers.engine import CameraProcessor
+from consumers.rules import RulesFile
+from pipeline.kafka.connection import KafkaConnection
+from pipeline.kafka.topics import Topics
+from pipeline.messages import Event, FrameDetections
+from pipeline.publish import DetectionPublisher
+from pipeline.rollout.archive import ArchivedFrame
+from pipeline.rollout.diff import EventDiff, diff_events, write_report
+from pipeline.serving.client import ClientConfig, Frame, FrameFailure, SegmentationClient
+from pipeline.serving.versions import ensemble_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplayResult:
+    detections: list[FrameDetections] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    refused: int = 0  # frames the server refused (corrupt archive entries), counted into the next frame
+    diff: EventDiff | None = None
+    report: Path | None = None
+
+
+def _batches(frames: Iterable[ArchivedFrame], size: int) -> Iterator[list[ArchivedFrame]]:
+    batch: list[ArchivedFrame] = []
+    for f in frames:
+        batch.append(f)
+        if len(batch) == size or f.end_of_stream:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def _infer(client_config: ClientConfig, frames: Iterable[ArchivedFrame], max_batch: int, result: ReplayResult,
+                 progress: tqdm) -> None:  # fmt: skip
+    pending: dict[str, int] = defaultdict(int)  # camera -> refused frames not yet carried by a message
+    async with SegmentationClient(client_config) as client:
+        for batch in _batches(frames, max_batch):
+            images = [f for f in batch if not f.end_of_stream]
+            answers = await client.infer_isolating(
+                [Frame(f.jpeg, f.camera_id, f.frame_index, f.capture_time, f.vehicle_id) for f in images]
+            ) if images else []  # fmt: skip
+            by_id = {id(f): a for f, a in zip(images, answers)}
+            for f in batch:
+                if f.end_of_stream:
+                    det = FrameDetections(
+                        camera_id=f.camera_id, vehicle_id=f.vehicle_id, stream_epoch=f.stream_epoch,
+                        frame_index=f.frame_index, capture_time=f.capture_time, width=1, height=1, model_name="",
+                        model_version="", instances=[], end_of_stream=True,
+                    )  # fmt: skip
+                else:
+                    answer = by_id[id(f)]
+                    if isinstance(answer, FrameFailure):
+                        result.refused += 1
+                        pending[f.camera_id] += 1
+                        log.warning("archived frame %s/%d refused: %s", f.camera_id, f.frame_index, answer.reason)
+                        continue
+                    det = answer
+                    det.stream_epoch = f.stream_epoch
+                    det.decode_errors = f.decode_errors + pending.pop(f.camera_id, 0)
+                result.detections.append(det)
+            progress.update(len(batch))
+
+
+def derive_events(detections: list[FrameDetections], rules: RulesFile) -> list[Event]:
+    """The events of each camera's detections, in order, as the consumers derive them."""
+    procs: dict[str, CameraProcessor] = {}
+    events: list[Event] = []
+    for det in detections:
+        proc = procs.setdefault(det.camera_id, CameraProcessor(det.camera_id, rules))
+        events += proc.consume(det)[0]
+    return events
+
+
+def baseline_events(conn: KafkaConnection, topic: str, detections: list[FrameDetections]) -> list[Event]:
+    """The events of ``topic`` about the replayed cameras and frame ranges (what the replay is compared with)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    span: dict[str, tuple[int, int]] = {}
+    for d in detections:
+        lo, hi = span.get(d.camera_id, (d.frame_index, d.frame_index))
+        span[d.camera_id] = (min(lo, d.frame_index), max(hi, d.frame_index))
+    consumer = KafkaConsumer(**conn.client_args(), group_id=None, enable_auto_commit=False,
+                             isolation_level="read_committed", client_id="sparseinst-replay-baseline")  # fmt: skip
+    out: list[Event] = []
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                for r in records:
+                    if r.offset >= end[tp]:
+                        continue
+                    try:
+                        e = Event.model_validate_json(r.value)
+                    except ValueError:
+                        continue  # not an event of ours: nothing to compare
+                    lo, hi = span.get(e.camera_id, (1, 0))
+                    if lo <= e.frame_index <= hi:
+                        out.append(e)
+            end = consumer.end_offsets(parts)  # an open transaction at the end holds read_committed back
+    finally:
+        consumer.close()
+    return out
+
+
+def run_replay(conn: KafkaConnection | str, topics: Topics, frames: Iterable[ArchivedFrame], *, grpc_url: str,
+               version: int, tag: str, rules: RulesFile, out: Path | None = None, baseline_topic: str | None = None,
+               max_batch: int = 8, total: int | None = None) -> ReplayResult:  # fmt: skip
+    """Replay ``frames`` with network ``version`` into ``<detections>.<tag>`` and ``<events>.<tag>``; diff them."""
+    from pipeline.kafka.topics import TopicSpec, ensure_topics
+
+    conn = KafkaConnection.of(conn)
+    target = Topics(detections=f"{topics.detections}.{tag}", events=f"{topics.events}.{tag}")
+    ensure_topics(conn, target, TopicSpec(partitions=1))
+    result = ReplayResult()
+    config = ClientConfig(url=grpc_url, model_name=ensemble_name(version))
+    with tqdm(total=total, unit="frame", desc=f"replay v{version}", dynamic_ncols=True) as progress:
+        asyncio.run(_infer(config, frames, max_batch, result, progress))
+    result.events = derive_events(result.detections, rules)
+    publisher = DetectionPublisher(conn, target.detections)
+    try:
+        for det in result.detections:
+            publisher.publish(det)
+        for e in result.events:
+            publisher.send(target.events, e.camera_id, e.model_dump_json().encode(), "events_published")
+    finally:
+        publisher.close()
+    failed = publisher.counts.get("publish_failed", 0)
+    if failed:
+        log.error("%d replay records not acknowledged by Kafka", failed)
+    log.info("replayed %d frames with version %d: %d events into %s", len(result.detections), version,
+             len(result.events), target.events)  # fmt: skip
+    if baseline_topic:
+        base = baseline_events(conn, baseline_topic, result.detections)
+        result.diff = diff_events(base, result.events, baseline_name=baseline_topic, replay_name=target.events)
+        if out is not None:
+            meta = {"version": version, "frames": len(result.detections), "refused": result.refused,
+                    "detections_topic": target.detections, "events_topic": target.events}  # fmt: skip
+            result.report = write_report(result.diff, out, meta)[1]
+    return result
