@@ -30,6 +30,9 @@ class KafkaSettings(BaseModel):
     bootstrap: str | None = Field(None, description="external cluster, host:port[,host:port]; unset = embedded")
     detections_topic: str = Field("detections", pattern=TOPIC_NAME)
     events_topic: str = Field("events", pattern=TOPIC_NAME)
+    rollout_state_topic: str = Field("rollout.state", pattern=TOPIC_NAME, description="compacted: rollout state")
+    shadow_topic: str = Field("rollout.shadow", pattern=TOPIC_NAME, description="live and candidate answers")
+    archive_topic: str = Field("frames.archive", pattern=TOPIC_NAME, description="archived frames for replays")
     security: KafkaSecurity = Field(default_factory=KafkaSecurity)
     topics: TopicSpec = Field(default_factory=TopicSpec)
     create_topics: bool = Field(True, description="create missing topics at start; false where one owner "
@@ -42,7 +45,9 @@ class KafkaSettings(BaseModel):
         return KafkaConnection(bootstrap=address, security=self.security)
 
     def topic_names(self) -> Topics:
-        return Topics(detections=self.detections_topic, events=self.events_topic)
+        return Topics(detections=self.detections_topic, events=self.events_topic,
+                      rollout_state=self.rollout_state_topic, shadow=self.shadow_topic,
+                      archive=self.archive_topic)  # fmt: skip
 
 
 class TritonSettings(BaseModel):

@@ -96,9 +96,16 @@ def cluster():
 
 # Fault tests add one row each: printed as a table at the end of the run (the README's table comes from it).
 FAULT_ROWS: list[dict] = []
+ROLLOUT_FIGURES: dict[str, dict] = {}  # test_rollout.py: the judgements and the replay diff
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if ROLLOUT_FIGURES:
+        import json
+
+        terminalreporter.section("rollouts: judgements and replay")
+        for name, figures in ROLLOUT_FIGURES.items():
+            terminalreporter.write_line(f"{name}: {json.dumps(figures, default=str)}")
     if not FAULT_ROWS:
         return
     cols = ["fault", "frames read", "published (acked)", "dropped by reason", "events expected", "found",

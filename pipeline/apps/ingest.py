@@ -7,7 +7,7 @@ import logging
 from pipeline.apps.common import addresses, client_config, kafka_ready, metrics_endpoint, on_sigterm, progress_line
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
-from pipeline.ingest.runner import IngestRunner, RolloutTopics
+from pipeline.ingest.runner import IngestRunner
 from pipeline.ingest.sources import Source, SyntheticVehicle, source_for
 from pipeline.publish import DetectionPublisher
 from pipeline.rollout.follow import RolloutFollower
@@ -53,7 +53,7 @@ def run_ingest(settings: Settings, *, shard: int = 0, shards: int = 1, on_metric
     follower = RolloutFollower(conn, topics.rollout_state).start() if i.follow_rollout else None
     runner = IngestRunner(sources, client_config(settings, grpc), publisher, max_batch=i.max_batch, budget=i.budget,
                           in_flight=i.in_flight, speed=i.speed, rollout=follower, archive_every=i.archive_every,
-                          topics=RolloutTopics(shadow=topics.shadow, archive=topics.archive))  # fmt: skip
+                          topics=topics)  # fmt: skip
     try:
         with on_sigterm(runner.stop), metrics_endpoint(settings, lambda: _collector(runner)) as port:
             if port is not None and on_metrics is not None:

@@ -35,6 +35,7 @@ from pipeline.errors import InferenceError
 from pipeline.ingest.pacing import Pacer
 from pipeline.ingest.queues import CameraQueues
 from pipeline.ingest.sources import CapturedFrame, Source, SourceState
+from pipeline.kafka.topics import Topics
 from pipeline.messages import DeadLetter, FrameDetections, ShadowResult
 from pipeline.publish import DetectionPublisher
 from pipeline.rollout.archive import headers_of
@@ -123,12 +124,6 @@ class _Request:
     shadow_frames: list[CapturedFrame] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class RolloutTopics:
-    shadow: str = "rollout.shadow"
-    archive: str = "frames.archive"
-
-
 class IngestRunner:
     def __init__(
         self,
@@ -143,14 +138,14 @@ class IngestRunner:
         on_published: Callable[[CapturedFrame, FrameDetections], None] | None = None,
         rollout: RolloutFollower | None = None,
         archive_every: int = 0,
-        topics: RolloutTopics = RolloutTopics(),
+        topics: Topics | None = None,
     ) -> None:
         self.sources, self.client_config, self.publisher = sources, client, publisher
         self.max_batch, self.in_flight, self.speed = max_batch, in_flight, speed
         self.queues = CameraQueues(budget, on_drop=lambda camera: self.stats.drop(camera, "behind"))
         self.stats = IngestStats()
         self.on_published = on_published
-        self.rollout, self.archive_every, self.topics = rollout, archive_every, topics
+        self.rollout, self.archive_every, self.topics = rollout, archive_every, topics or Topics()  # shadow, archive
         self.routed: Counter[str] = Counter()  # version -> frames published from it
         self._clients: dict[str, SegmentationClient] = {}
         self._readers: list[threading.Thread] = []

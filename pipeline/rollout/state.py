@@ -66,8 +66,9 @@ class RolloutState(BaseModel):
     # ------------------------------------------------------------------ routing (used by ingest)
 
     def serves_candidate(self, camera_id: str) -> bool:
-        """Canary: sticky by camera id, so a camera's tracks never mix versions during the rollout."""
-        return self.phase == "running" and _unit(self.rollout_id, camera_id) < self.canary_share
+        """Canary: by camera id alone, so a camera stays on one version through a rollout and the same
+        cameras are the canaries of every rollout (a share grows by adding cameras)."""
+        return self.phase == "running" and _unit("canary", camera_id) < self.canary_share
 
     def shadows(self, camera_id: str, frame_index: int) -> bool:
         """Shadow sampling of live frames, deterministic per frame (a retried batch shadows the same frames)."""
