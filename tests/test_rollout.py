@@ -390,4 +390,3 @@ def test_replay_of_the_live_version_reproduces_its_event_ids_and_the_damaged_one
         "same_version_differences": same.diff.differences,
         **{k: v for k, v in bad.diff.summary().items() if k != "by_type_and_camera"},
     }
-
