@@ -50,6 +50,10 @@ def check_repository(root: Path, spec: contract.ModelSpec, target: str) -> None:
     for name in ("preprocess", "sparseinst"):
         batching = configs[name].dynamic_batching
         assert (name == "preprocess" and target == "cpu") or list(batching.preferred_batch_size) == [4, 8]
+    # Versions: the network loads every version folder; the ensemble pins the repository's first version.
+    assert configs["sparseinst"].version_policy.HasField("all")
+    pins = {step.model_name: step.model_version for step in configs[contract.ENSEMBLE].ensemble_scheduling.step}
+    assert pins == {"preprocess": -1, "sparseinst": 1, "postprocess": -1}
     # The ensemble's wiring: every step input is an ensemble input or an earlier step's output,
     # and names exist on the models they are mapped to.
     available = {t.name for t in io[contract.ENSEMBLE].inputs}

@@ -20,6 +20,7 @@ from pipeline.config import Settings
 from pipeline.local.kafka import LocalKafka, LocalKafkaConfig
 from pipeline.local.ports import port_open
 from pipeline.local.triton import LocalTriton, LocalTritonConfig
+from pipeline.serving import contract
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,10 @@ def ensure_repository(settings: Settings) -> Path:
     from pipeline.serving.repository import SPEC_FILE, RepositoryOptions, build_repository
 
     repo = settings.local.repository
-    if settings.local.model_repository is None and not (repo / SPEC_FILE).is_file():
+    network = repo / contract.NETWORK / "config.pbtxt"
+    # built once; again when it predates side-by-side versions (candidates need them)
+    current = (repo / SPEC_FILE).is_file() and network.is_file() and "version_policy" in network.read_text()
+    if settings.local.model_repository is None and not current:
         log.info("building the CPU-profile model repository in %s (once)", repo)
         build_repository(repo, "cpu", weights=settings.local.weights,
                          options=RepositoryOptions(score_threshold=settings.local.score_threshold))  # fmt: skip

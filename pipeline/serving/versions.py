@@ -99,6 +99,9 @@ def stage_candidate(repository: Path, *, weights: Path | None = None, onnx: Path
     if target == "gpu" and plan is None:
         raise CandidateError("this is a GPU repository: give the candidate's TensorRT plan (--plan), built with "
                              "'sparseinst-pipeline model build-engine' from its ONNX file")  # fmt: skip
+    if "version_policy: { all" not in (repository / contract.NETWORK / "config.pbtxt").read_text():
+        raise CandidateError(f"{repository} serves one version at a time (rendered before versions were kept side "
+                             "by side): render it again with 'sparseinst-pipeline repo build'")  # fmt: skip
     version = max(network_versions(repository) or [0]) + 1
     with tempfile.TemporaryDirectory() as tmp:
         if weights is not None:
