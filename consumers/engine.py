@@ -205,7 +205,8 @@ class CameraProcessor:
             events.append(Event(
                 event_id=event_id(self.camera_id, event_type, track.track_id if track else None, zone, line, direction,
                                   index, details.get("status"), *epoch),
-                type=event_type, camera_id=self.camera_id, vehicle_id=meta.vehicle_id, frame_index=index,
+                type=event_type, camera_id=self.camera_id, vehicle_id=meta.vehicle_id,
+                stream_epoch=meta.stream_epoch, frame_index=index,
                 frame_time=meta.time if time is None else time, model_name=meta.model_name,
                 model_version=meta.model_version, track_id=track.track_id if track else None,
                 class_name=track.class_name if track else details.pop("class_name", None),  # type: ignore[arg-type]

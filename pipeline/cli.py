@@ -312,7 +312,11 @@ def _print_state(state) -> None:
     if state.candidate_version:
         print(f"candidate version {state.candidate_version} ({state.candidate_ensemble}): canary "
               f"{state.canary_share:.0%} of cameras, shadow {state.shadow_share:.0%} of frames")  # fmt: skip
-    for key, value in state.judgement.summary().items():
+    summary = state.judgement.summary()
+    if not summary["frames"] and not summary["candidate_errors"]:
+        print("  nothing judged yet (the controller judges shadowed frames as ingest sends them)")
+        return
+    for key, value in summary.items():
         print(f"  {key:<26} {value}")
 
 

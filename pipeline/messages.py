@@ -3,7 +3,8 @@
 Every message carries ``schema_version``; a consumer refuses versions it does not know.
 
 Versions: ``FrameDetections`` 2 adds ``stream_epoch`` (version 1 messages are still read, as
-epoch 0); ``DeadLetter`` 2 adds ``error_type``. Events are version 1.
+epoch 0); ``DeadLetter`` 2 adds ``error_type``; ``Event`` 2 adds ``stream_epoch`` (the stream of
+the frames it is about; version 1 events are still read, as epoch 0).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1  # events
+SCHEMA_VERSION = 2  # events
 FRAME_SCHEMA_VERSION = 2
 DEAD_LETTER_SCHEMA_VERSION = 2
 
@@ -94,11 +95,12 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     event_id: str
     type: EventType
     camera_id: str
     vehicle_id: str | None = None
+    stream_epoch: int = Field(0, ge=0, description="the camera stream (run of its source) the event is about")
     frame_index: int
     frame_time: float
     model_name: str = ""

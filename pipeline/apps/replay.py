@@ -95,13 +95,14 @@ def derive_events(detections: list[FrameDetections], rules: RulesFile) -> list[E
 
 
 def baseline_events(conn: KafkaConnection, topic: str, detections: list[FrameDetections]) -> list[Event]:
-    """The events of ``topic`` about the replayed cameras and frame ranges (what the replay is compared with)."""
+    """The events of ``topic`` about the replayed frames: same camera and stream, frame index in the range."""
     from kafka import KafkaConsumer, TopicPartition
 
-    span: dict[str, tuple[int, int]] = {}
+    span: dict[tuple[str, int], tuple[int, int]] = {}
     for d in detections:
-        lo, hi = span.get(d.camera_id, (d.frame_index, d.frame_index))
-        span[d.camera_id] = (min(lo, d.frame_index), max(hi, d.frame_index))
+        key = (d.camera_id, d.stream_epoch)
+        lo, hi = span.get(key, (d.frame_index, d.frame_index))
+        span[key] = (min(lo, d.frame_index), max(hi, d.frame_index))
     consumer = KafkaConsumer(**conn.client_args(), group_id=None, enable_auto_commit=False,
                              isolation_level="read_committed", client_id="sparseinst-replay-baseline")  # fmt: skip
     out: list[Event] = []
@@ -119,7 +120,7 @@ def baseline_events(conn: KafkaConnection, topic: str, detections: list[FrameDet
                         e = Event.model_validate_json(r.value)
                     except ValueError:
                         continue  # not an event of ours: nothing to compare
-                    lo, hi = span.get(e.camera_id, (1, 0))
+                    lo, hi = span.get((e.camera_id, e.stream_epoch), (1, 0))
                     if lo <= e.frame_index <= hi:
                         out.append(e)
             end = consumer.end_offsets(parts)  # an open transaction at the end holds read_committed back

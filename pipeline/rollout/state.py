@@ -116,8 +116,9 @@ def decide(judgement: Judgement, policy: RolloutPolicy) -> Decision:
         limit = max(live * policy.max_latency_ratio, live + policy.latency_slack_ms)
         if cand > limit:
             return "rollback", f"candidate latency p99 {cand:.0f} ms over {limit:.0f} ms (live p99 {live:.0f} ms)"
-    return "promote", (f"agreement {agreement:.3f} over {judgement.frames} frames, latency p99 "
-                       f"{cand} ms vs live {live} ms, {judgement.errors['candidate']} errors")  # fmt: skip
+    latency = f"latency p99 {cand:.0f} ms vs live {live:.0f} ms" if live and cand else "latency not measured"
+    return "promote", (f"agreement {agreement:.3f} over {judgement.frames} frames, {latency}, "
+                       f"{judgement.errors['candidate']} errors")  # fmt: skip
 
 
 class RolloutStore:
