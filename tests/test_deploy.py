@@ -29,7 +29,8 @@ def _gpu_reserved(service: dict) -> bool:
 
 
 def test_compose_has_the_production_services(compose):
-    assert set(compose["services"]) == {"kafka", "repository-builder", "triton", "topics", "ingest", "consumers"}
+    assert set(compose["services"]) == {"kafka", "repository-builder", "triton", "topics", "ingest", "consumers",
+                                        "rollout-controller"}  # fmt: skip
     for name, service in compose["services"].items():
         build = service.get("build")
         if build:
@@ -219,3 +220,15 @@ def test_apps_expose_their_metrics(compose, manifests):
     for kind, name in (("StatefulSet", "ingest"), ("StatefulSet", "consumers")):
         container = _one(manifests, kind, name)["spec"]["template"]["spec"]["containers"][0]
         assert {"name": "metrics", "containerPort": settings.metrics.port} in container["ports"]
+
+
+def test_one_rollout_controller_runs_with_a_valid_command(compose, manifests):
+    from pipeline.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(compose["services"]["rollout-controller"]["command"])
+    assert (args.command, args.rollout_command) == ("rollout", "controller")
+    deployment = _one(manifests, "Deployment", "rollout-controller")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    parser.parse_args(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert "replicas" not in compose["services"]["rollout-controller"].get("deploy", {})
