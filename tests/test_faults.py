@@ -147,15 +147,20 @@ def _member(config: str, member: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)  # fmt: skip
 
 
-def _open_transaction(conn: KafkaConnection, transactional_id: str) -> bool:
+def _in_transaction(conn: KafkaConnection, transactional_ids: list[str]) -> str | None:
+    """One of the ids whose transaction the broker reports open (``Ongoing``), if any."""
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(**conn.client_args())
     try:
-        state = admin.describe_transactions([transactional_id])[transactional_id]
-        return str(getattr(state, "state", state)).lower().endswith("ongoing")
+        states = admin.describe_transactions(transactional_ids)
+        for tid in transactional_ids:
+            state = states.get(tid)
+            if state is not None and str(getattr(state, "state", state)).lower().endswith("ongoing"):
+                return tid
+        return None
     except Exception:
-        return False
+        return None
     finally:
         admin.close()
 
@@ -180,17 +185,32 @@ def test_three_members_of_one_group_and_one_killed_mid_transaction_keep_events_e
     producer.close()
 
     members = {m: _member(str(config), m) for m in ("m1", "m2", "m3")}
+    victims: list[str] = []
     try:
-        victim = f"{group}.m2"
-        wait_for(lambda: _open_transaction(conn, victim), 120, "member m2 inside a transaction", every_s=0.05)
-        members["m2"].send_signal(signal.SIGKILL)
-        members["m2"].wait()
-        members["m4"] = _member(str(config), "m4")  # a fourth joins while the third's partitions move
+        # whichever member the broker first reports inside a transaction is SIGKILLed there
+        ids = [f"{group}.{m}" for m in members]
+
+        def one_inside() -> bool:
+            found = _in_transaction(conn, ids)
+            victims.extend([found] if found else [])
+            return found is not None
+
+        try:
+            wait_for(one_inside, 120, "a member inside a transaction", every_s=0.05)
+        except AssertionError as exc:
+            for p in members.values():
+                p.kill()
+            tails = {m: p.communicate()[1][-1500:] for m, p in members.items()}
+            raise AssertionError(f"{exc}; members' stderr: {tails}") from None
+        victim = victims[0].rsplit(".", 1)[1]
+        members[victim].send_signal(signal.SIGKILL)
+        members[victim].wait()
+        members["m4"] = _member(str(config), "m4")  # a fourth joins while the victim's partitions move
         wait_for(lambda: group_caught_up(conn, group, topics.detections), 240, "the group to commit every frame")
         for name, p in members.items():
-            if name != "m2":
+            if name != victim:
                 p.send_signal(signal.SIGTERM)
-        outputs = {name: p.communicate(timeout=60) for name, p in members.items() if name != "m2"}
+        outputs = {name: p.communicate(timeout=60) for name, p in members.items() if name != victim}
     finally:
         for p in members.values():
             if p.poll() is None:
