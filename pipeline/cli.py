@@ -293,13 +293,13 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rollout_context(args: argparse.Namespace):
-    """Settings, the checked Kafka connection and the topic names of a rollout or replay command."""
+def _rollout_context(args: argparse.Namespace, *, need_triton: bool = False):
+    """Settings, the checked Kafka connection, the topic names and Triton's gRPC address (when needed)."""
     from pipeline.apps.common import addresses, kafka_ready
 
     settings = _app_settings(args)
-    bootstrap, _ = addresses(settings, need_triton=False)
-    return settings, kafka_ready(settings, bootstrap), settings.kafka.topic_names()
+    bootstrap, grpc = addresses(settings, need_triton=need_triton)
+    return settings, kafka_ready(settings, bootstrap), settings.kafka.topic_names(), grpc
 
 
 def _print_state(state) -> None:
@@ -325,7 +325,7 @@ def cmd_rollout_start(args: argparse.Namespace) -> int:
     from pipeline.rollout.ops import start_rollout
     from pipeline.rollout.state import RolloutPolicy
 
-    settings, conn, topics = _rollout_context(args)
+    settings, conn, topics, _ = _rollout_context(args)
     http = settings.triton.http_url or status(settings)["triton_http"]
     if not http:
         raise PipelineError("no Triton HTTP address: set triton.http_url (model control) or start 'up'")
@@ -341,7 +341,7 @@ def cmd_rollout_start(args: argparse.Namespace) -> int:
 def cmd_rollout_status(args: argparse.Namespace) -> int:
     from pipeline.rollout.state import RolloutStore
 
-    _, conn, topics = _rollout_context(args)
+    _, conn, topics, _ = _rollout_context(args)
     state = RolloutStore(conn, topics.rollout_state).load()
     if args.json:
         print(state.model_dump_json(indent=2) if state else "null")
@@ -353,7 +353,7 @@ def cmd_rollout_status(args: argparse.Namespace) -> int:
 def cmd_rollout_decide(args: argparse.Namespace) -> int:
     from pipeline.rollout.ops import decide_by_hand
 
-    _, conn, topics = _rollout_context(args)
+    _, conn, topics, _ = _rollout_context(args)
     _print_state(decide_by_hand(conn, topics, args.rollout_command, args.reason or ""))
     return 0
 
@@ -363,7 +363,7 @@ def cmd_rollout_controller(args: argparse.Namespace) -> int:
     from pipeline.metrics import rollout_collector
     from pipeline.rollout.controller import RolloutController
 
-    settings, conn, topics = _rollout_context(args)
+    settings, conn, topics, _ = _rollout_context(args)
     controller = RolloutController(conn, topics)
     try:
         with on_sigterm(controller.stop), metrics_endpoint(settings, lambda: rollout_collector(controller)) as port:
@@ -395,13 +395,11 @@ def _time_ms(text: str | None) -> int | None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from pipeline.apps.common import addresses
     from pipeline.apps.consume import rules_of
     from pipeline.apps.replay import run_replay
     from pipeline.rollout.archive import read_archive
 
-    settings, conn, topics = _rollout_context(args)
-    _, grpc = addresses(settings)
+    settings, conn, topics, grpc = _rollout_context(args, need_triton=True)
     assert grpc is not None
     frames = read_archive(conn, topics.archive, since_ms=_time_ms(args.since), until_ms=_time_ms(args.until),
                           cameras=set(args.camera) if args.camera else None)  # fmt: skip

@@ -168,6 +168,7 @@ def test_an_event_diff_names_what_was_added_removed_and_changed() -> None:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Not the session's shared repository (conftest ``cpu_repository``): these tests add versions to it."""
     out = tmp_path_factory.mktemp("rollout_repository")
     return build_repository(out, "cpu", options=RepositoryOptions(score_threshold=SERVING_SCORE_THRESHOLD))
 

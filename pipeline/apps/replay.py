@@ -22,6 +22,7 @@ from tqdm import tqdm
 from consumers.engine import CameraProcessor
 from consumers.rules import RulesFile
 from pipeline.kafka.connection import KafkaConnection
+from pipeline.kafka.scan import scan
 from pipeline.kafka.topics import Topics
 from pipeline.messages import Event, FrameDetections
 from pipeline.publish import DetectionPublisher
@@ -46,7 +47,7 @@ def _batches(frames: Iterable[ArchivedFrame], size: int) -> Iterator[list[Archiv
     batch: list[ArchivedFrame] = []
     for f in frames:
         batch.append(f)
-        if len(batch) == size or f.end_of_stream:
+        if len(batch) == size:
             yield batch
             batch = []
     if batch:
@@ -96,36 +97,20 @@ def derive_events(detections: list[FrameDetections], rules: RulesFile) -> list[E
 
 def baseline_events(conn: KafkaConnection, topic: str, detections: list[FrameDetections]) -> list[Event]:
     """The events of ``topic`` about the replayed frames: same camera and stream, frame index in the range."""
-    from kafka import KafkaConsumer, TopicPartition
-
     span: dict[tuple[str, int], tuple[int, int]] = {}
     for d in detections:
         key = (d.camera_id, d.stream_epoch)
         lo, hi = span.get(key, (d.frame_index, d.frame_index))
         span[key] = (min(lo, d.frame_index), max(hi, d.frame_index))
-    consumer = KafkaConsumer(**conn.client_args(), group_id=None, enable_auto_commit=False,
-                             isolation_level="read_committed", client_id="sparseinst-replay-baseline")  # fmt: skip
     out: list[Event] = []
-    try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        while any(consumer.position(tp) < end[tp] for tp in parts):
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                for r in records:
-                    if r.offset >= end[tp]:
-                        continue
-                    try:
-                        e = Event.model_validate_json(r.value)
-                    except ValueError:
-                        continue  # not an event of ours: nothing to compare
-                    lo, hi = span.get((e.camera_id, e.stream_epoch), (1, 0))
-                    if lo <= e.frame_index <= hi:
-                        out.append(e)
-            end = consumer.end_offsets(parts)  # an open transaction at the end holds read_committed back
-    finally:
-        consumer.close()
+    for record in scan(conn, topic, committed=True, client_id="sparseinst-replay-baseline"):
+        try:
+            e = Event.model_validate_json(record.value)
+        except ValueError:
+            continue  # not an event of ours: nothing to compare
+        lo, hi = span.get((e.camera_id, e.stream_epoch), (1, 0))
+        if lo <= e.frame_index <= hi:
+            out.append(e)
     return out
 
 

@@ -146,7 +146,7 @@ class IngestRunner:
         self.stats = IngestStats()
         self.on_published = on_published
         self.rollout, self.archive_every, self.topics = rollout, archive_every, topics or Topics()  # shadow, archive
-        self.routed: Counter[str] = Counter()  # version -> frames published from it
+        self.routed: Counter[str] = Counter()  # version -> frames of it sent for publishing
         self._clients: dict[str, SegmentationClient] = {}
         self._readers: list[threading.Thread] = []
         self._refused: Counter[str] = Counter()  # camera -> refused frames not yet reported in a message

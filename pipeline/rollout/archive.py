@@ -9,11 +9,11 @@ frames archived without sampling (``ingest.archive_every: 1``): the tracker need
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pipeline.kafka.connection import KafkaConnection
+from pipeline.kafka.scan import scan
 
 
 @dataclass(frozen=True)
@@ -52,33 +52,9 @@ def read_archive(conn: KafkaConnection | str, topic: str, *, since_ms: int | Non
 
     Reads up to the end the archive had when the call began.
     """
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(**KafkaConnection.of(conn).client_args(), group_id=None, enable_auto_commit=False,
-                             client_id="sparseinst-replay", fetch_max_bytes=64 * 1024 * 1024)  # fmt: skip
-    try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not parts:
-            raise FileNotFoundError(f"no archive topic {topic!r}: enable ingest.archive_every")
-        consumer.assign(parts)
-        end = consumer.end_offsets(parts)
-        consumer.seek_to_beginning(*parts)
-        if since_ms is not None:
-            for tp, found in consumer.offsets_for_times({tp: since_ms for tp in parts}).items():
-                consumer.seek(tp, found.offset if found is not None else end[tp])
-        last_data = time.monotonic()
-        while any(consumer.position(tp) < end[tp] for tp in parts):
-            batch = consumer.poll(timeout_ms=500)
-            if batch:
-                last_data = time.monotonic()
-            elif time.monotonic() - last_data > 30.0:
-                raise TimeoutError(f"archive {topic}: no records for 30 s before its end")
-            for tp, records in batch.items():
-                for r in records:
-                    if r.offset >= end[tp] or (until_ms is not None and r.timestamp >= until_ms):
-                        continue
-                    frame = _frame(r)
-                    if cameras is None or frame.camera_id in cameras:
-                        yield frame
-    finally:
-        consumer.close()
+    for record in scan(conn, topic, since_ms=since_ms, client_id="sparseinst-replay"):
+        if until_ms is not None and record.timestamp >= until_ms:
+            continue
+        frame = _frame(record)
+        if cameras is None or frame.camera_id in cameras:
+            yield frame

@@ -9,7 +9,6 @@ is agreeing pairs over the sum of those counts, so crowded frames weigh more tha
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +22,7 @@ MATCH_IOU = 0.5
 NONE = "<none>"  # the class of "no instance" in the confusion counts
 IOU_BINS = tuple(round(0.1 * i, 1) for i in range(1, 10))  # histogram edges of matched IoU: <0.1, ..., >=0.9
 # latency histogram: 1 ms to ~60 s in 5 % steps, so p50/p99 survive a restart without keeping samples
-LATENCY_EDGES_MS = tuple(round(math.exp(math.log(1.0) + i * math.log(1.05)), 3) for i in range(226))
+LATENCY_EDGES_MS = tuple(round(1.05**i, 3) for i in range(226))
 
 
 def mask_iou(live: FrameDetections, candidate: FrameDetections) -> np.ndarray:

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from pipeline.kafka.connection import KafkaConnection
 from pipeline.kafka.topics import Topics
 from pipeline.messages import Event, ShadowResult
+from pipeline.rollout.compare import Judgement
 from pipeline.rollout.state import RolloutState, RolloutStore, decide
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class RolloutController:
         finally:
             consumer.close()
 
-    def _fold(self, state: RolloutState, judgement, value: bytes | None) -> None:
+    def _fold(self, state: RolloutState, judgement: Judgement, value: bytes | None) -> None:
         try:
             result = ShadowResult.model_validate_json(value or b"")
         except ValidationError as exc:

@@ -55,14 +55,13 @@ def start_rollout(conn: KafkaConnection | str, topics: Topics, *, repository: Pa
         live = current.live_ensemble if current else ensemble_name(FIRST_VERSION)
         client = httpclient.InferenceServerClient(triton_http)
         try:
-            if not client.is_model_ready(live):
-                raise RolloutError(f"the live ensemble {live} is not ready on {triton_http}: fix live serving first")
-        except RolloutError:
-            raise
+            ready = client.is_model_ready(live)
         except Exception as exc:
             raise RolloutError(f"Triton at {triton_http} cannot be reached: {exc}") from None
         finally:
             client.close()
+        if not ready:
+            raise RolloutError(f"the live ensemble {live} is not ready on {triton_http}: fix live serving first")
         staged = stage_candidate(repository, weights=weights, onnx=onnx, plan=plan)
         load_candidate(triton_http, repository, staged, live)
         state = RolloutState(
