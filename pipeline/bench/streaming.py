@@ -31,8 +31,10 @@ def _write(figures: dict, json_path: Path | None) -> None:
         json_path.write_text(json.dumps(figures, indent=2) + "\n")
 
 
-def bench_consumer(*, messages: int = 2000, json_path: Path | None = None) -> dict:
-    from kafka import KafkaProducer
+def bench_consumer(*, messages: int = 3000, width: int = 1280, height: int = 720, instances: int = 10,
+                   json_path: Path | None = None) -> dict:  # fmt: skip
+    """One event processor against a bare kafka-python loop that reads and parses the same messages."""
+    from kafka import KafkaConsumer, KafkaProducer
 
     from consumers.processor import EventProcessor
     from consumers.rules import load_rules
@@ -40,17 +42,35 @@ def bench_consumer(*, messages: int = 2000, json_path: Path | None = None) -> di
     from pipeline.demo.app import DEMO_RULES
     from pipeline.kafka.topics import Topics, TopicSpec, ensure_topics
     from pipeline.local.kafka import LocalKafka
+    from pipeline.messages import FrameDetections
 
-    values = [f.model_dump_json().encode() for f in moving_cars(messages, camera_id="bench/front")]
+    camera = "bench/right"  # the demo's side camera: a zone and a line, so every rule has work
+    frames = moving_cars(messages, camera_id=camera, width=width, height=height, instances=instances)
+    values = [f.model_dump_json().encode() for f in frames]
     rules = load_rules(DEMO_RULES)
     with LocalKafka() as kafka:
         topics = Topics(detections=f"bench-{uuid.uuid4().hex[:6]}", events="bench-events")
         ensure_topics(kafka.bootstrap, topics, TopicSpec(partitions=1))
         producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, compression_type="gzip", linger_ms=5)
         for v in values:
-            producer.send(topics.detections, key=b"bench/front", value=v)
+            producer.send(topics.detections, key=camera.encode(), value=v)
         producer.flush()
         producer.close()
+
+        # baseline: what reading and parsing the messages alone costs in kafka-python
+        reader = KafkaConsumer(topics.detections, bootstrap_servers=kafka.bootstrap, group_id=None,
+                               auto_offset_reset="earliest", enable_auto_commit=False,
+                               isolation_level="read_committed", max_poll_records=200)  # fmt: skip
+        seen, start = 0, None
+        while seen < messages:
+            for records in reader.poll(timeout_ms=1000).values():
+                start = start or time.monotonic()
+                for r in records:
+                    FrameDetections.model_validate_json(r.value)
+                seen += len(records)
+        baseline_wall = time.monotonic() - (start or time.monotonic())
+        reader.close()
+
         proc = EventProcessor(kafka.bootstrap, rules, topics=topics, group_id="bench", max_poll_records=200)
         while not proc.poll_once():  # joining the group and the first fetch are not throughput
             pass
@@ -60,10 +80,16 @@ def bench_consumer(*, messages: int = 2000, json_path: Path | None = None) -> di
         wall = time.monotonic() - start
         stats = proc.stats
         proc.close()
+    baseline = messages / baseline_wall
     figures = {
         "consumer_msgs_per_s": round(messages / wall, 1),
+        "consumer_baseline_msgs_per_s": round(baseline, 1),
+        "consumer_vs_baseline": round(messages / wall / baseline, 3),
         "messages": messages,
-        "instances_per_message": 10,
+        "instances_per_message": instances,
+        "frame_width": width,
+        "frame_height": height,
+        "message_bytes": round(sum(map(len, values)) / len(values)),
         "events": sum(stats.events.values()),
         "transactions": stats.transactions,
         "wall_s": round(wall, 2),

@@ -204,7 +204,7 @@ def _report_frames(kept: list[tuple[CapturedFrame, FrameDetections]], rules: Rul
         chosen += [items[i] for i in sorted(set(picks.tolist()))]
     frames = []
     for captured, result, instances in chosen:
-        rows = [(o.mask, CLASS_INDEX.get(o.class_name, 0), o.score, f"#{label}") for o, label in instances]
+        rows = [(o.array(), CLASS_INDEX.get(o.class_name, 0), o.score, f"#{label}") for o, label in instances]
         caption = f"{result.camera_id} frame {result.frame_index} t={result.capture_time:.1f}s"
         frames.append((captured.image, rows, f"{caption}, {len(result.instances)} instances"))
     return frames

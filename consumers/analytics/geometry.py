@@ -1,0 +1,61 @@
+"""Zone and line geometry in frame pixels, cached per frame size (zones are fractions of the frame)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from consumers.rules import Line
+from pipeline.runmasks import region_prefix
+
+Points = tuple[tuple[float, float], ...]
+
+
+@lru_cache(maxsize=64)
+def polygon_mask(points: Points, width: int, height: int) -> np.ndarray:
+    pts = np.array([[x * (width - 1), y * (height - 1)] for x, y in points], dtype=np.float64)
+    mask = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+@lru_cache(maxsize=64)
+def polygon_prefix(points: Points, width: int, height: int) -> np.ndarray:
+    """Running count of the polygon's pixels in column-major order: a mask's pixels inside it from its runs."""
+    return region_prefix(polygon_mask(points, width, height))
+
+
+@lru_cache(maxsize=64)
+def distance_to(points: Points, width: int, height: int) -> np.ndarray:
+    """Pixel distance of every pixel to the polygon (0 inside)."""
+    outside = (~polygon_mask(points, width, height)).astype(np.uint8)
+    return cv2.distanceTransform(outside, cv2.DIST_L2, 3)
+
+
+def _ends(line: Line, w: int, h: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    (x1, y1), (x2, y2) = ((x * (w - 1), y * (h - 1)) for x, y in line.points)
+    return (x1, y1), (x2, y2)
+
+
+def side(line: Line, w: int, h: int, p: tuple[float, float]) -> int:
+    (x1, y1), (x2, y2) = _ends(line, w, h)
+    cross = (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1)
+    return 1 if cross > 0 else -1 if cross < 0 else 0
+
+
+def crosses_segment(line: Line, w: int, h: int, a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Does the move a -> b cross the line within its two end points?"""
+    (x1, y1), (x2, y2) = _ends(line, w, h)
+    dx, dy = x2 - x1, y2 - y1
+    mx, my = b[0] - a[0], b[1] - a[1]
+    denom = dx * my - dy * mx
+    if abs(denom) < 1e-12:
+        return False
+    t = ((a[0] - x1) * my - (a[1] - y1) * mx) / denom  # position along the line
+    return -1e-9 <= t <= 1 + 1e-9
+
+
+def applies(classes: list[str] | None, name: str) -> bool:
+    return classes is None or name in classes

@@ -1,0 +1,303 @@
+"""Masks kept compressed: the foreground runs of COCO RLE, with the geometry consumers need.
+
+A mask of an (H, W) frame is a sorted list of half-open intervals ``[start, end)`` over the
+column-major flat index (pixel (y, x) is ``x * H + y``), exactly the "ones" runs of its COCO RLE.
+Area, centroid, the share inside a zone, IoU between all pairs and a box crop are computed on
+the intervals with vectorized numpy, for all masks of a frame at once, so nothing is ever decoded
+to a full frame. Every ``counts`` string of a frame is parsed in one pass (no Python loop per run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numba import njit
+
+_EMPTY = np.zeros(0, np.int64)
+
+
+# Kernels compiled once (numba, cached on disk): a numpy formulation needs ~40 passes over the
+# characters and was the consumer's bottleneck at 1280x720; one compiled pass is ~20x faster.
+_STATS = 7  # area, sum of x, sum of y, x0, y0, x1, y1 (box half-open)
+_ERRORS = {1: "RLE counts hold characters outside the encoding's range", 2: "truncated RLE counts string",
+           3: "RLE counts hold a value too large for a mask", 4: "RLE counts decode to a negative run",
+           5: "RLE runs do not cover the frame"}  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def _add_interval(stats: np.ndarray, i: int, s: int, e: int, h: int) -> None:
+    q0, r0 = s // h, s % h
+    q1, r1 = e // h, e % h
+    st = stats[i]
+    st[0] += e - s
+    st[1] += (h * q1 * (q1 - 1) // 2 + r1 * q1) - (h * q0 * (q0 - 1) // 2 + r0 * q0)
+    st[2] += (q1 * (h * (h - 1) // 2) + r1 * (r1 - 1) // 2) - (q0 * (h * (h - 1) // 2) + r0 * (r0 - 1) // 2)
+    c0, c1 = q0, (e - 1) // h
+    y0, y1 = (r0, (e - 1) % h) if c0 == c1 else (0, h - 1)
+    if st[0] == e - s:  # the first interval of the mask
+        st[3], st[4], st[5], st[6] = c0, y0, c1 + 1, y1 + 1
+    else:
+        st[3], st[4] = min(st[3], c0), min(st[4], y0)
+        st[5], st[6] = max(st[5], c1 + 1), max(st[6], y1 + 1)
+
+
+@njit(cache=True, nogil=True)
+def _parse(buf: np.ndarray, char_end: np.ndarray, sizes: np.ndarray, heights: np.ndarray):
+    n = char_end.size
+    cap = buf.size // 2 + n + 1
+    starts, ends = np.empty(cap, np.int64), np.empty(cap, np.int64)
+    offsets = np.zeros(n + 1, np.int64)
+    stats = np.zeros((n, 7), np.int64)
+    m, pos = 0, 0
+    for i in range(n):
+        end, h = char_end[i], heights[i]
+        total, k, back1, back2 = 0, 0, 0, 0
+        if pos >= end:
+            return starts, ends, offsets, stats, 2, i
+        while pos < end:
+            x, shift, more = 0, 0, True
+            while more:
+                if pos >= end:
+                    return starts, ends, offsets, stats, 2, i
+                c = np.int64(buf[pos]) - 48
+                if c < 0 or c > 63:
+                    return starts, ends, offsets, stats, 1, i
+                if shift > 50:
+                    return starts, ends, offsets, stats, 3, i
+                x |= (c & 0x1F) << shift
+                more = (c & 0x20) != 0
+                pos += 1
+                shift += 5
+                if not more and (c & 0x10) != 0:
+                    x |= np.int64(-1) << shift
+            if k > 2:
+                x += back2
+            if x < 0:
+                return starts, ends, offsets, stats, 4, i
+            if k % 2 == 1 and x > 0:
+                starts[m], ends[m] = total, total + x
+                _add_interval(stats, i, total, total + x, h)
+                m += 1
+            total += x
+            back2, back1 = back1, x
+            k += 1
+        if total != sizes[i]:
+            return starts, ends, offsets, stats, 5, i
+        offsets[i + 1] = m
+    return starts[:m], ends[:m], offsets, stats, 0, -1
+
+
+@njit(cache=True, nogil=True)
+def _stats_of(starts: np.ndarray, ends: np.ndarray, first: np.ndarray, last: np.ndarray, h: int) -> np.ndarray:
+    n = first.size
+    stats = np.zeros((n, 7), np.int64)
+    for i in range(n):
+        for k in range(first[i], last[i]):
+            _add_interval(stats, i, starts[k], ends[k], h)
+    return stats
+
+
+@njit(cache=True, nogil=True)
+def _intersections(sa, ea, fa, la, sb, eb, fb, lb, pa, pb) -> np.ndarray:
+    """Pixels shared by mask pa[p] of a and mask pb[p] of b, for each pair p: a merge of two sorted lists."""
+    out = np.zeros(pa.size, np.int64)
+    for p in range(pa.size):
+        i, i_end = fa[pa[p]], la[pa[p]]
+        j, j_end = fb[pb[p]], lb[pb[p]]
+        total = 0
+        while i < i_end and j < j_end:
+            lo, hi = max(sa[i], sb[j]), min(ea[i], eb[j])
+            if hi > lo:
+                total += hi - lo
+            if ea[i] < eb[j]:
+                i += 1
+            else:
+                j += 1
+        out[p] = total
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _overlap(starts: np.ndarray, ends: np.ndarray, first: np.ndarray, last: np.ndarray,
+             prefix: np.ndarray) -> np.ndarray:  # fmt: skip
+    n = first.size
+    out = np.zeros(n, np.int64)
+    for i in range(n):
+        for k in range(first[i], last[i]):
+            out[i] += prefix[ends[k]] - prefix[starts[k]]
+    return out
+
+
+def parse_counts(counts: Sequence[str | bytes], sizes: int | Sequence[int] | np.ndarray,
+                 heights: int | Sequence[int] | np.ndarray = 1) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Parse COCO ``counts`` strings into foreground intervals, all strings in one compiled pass.
+
+    ``sizes`` is the pixel count of each mask's frame and ``heights`` its height (or one value for
+    all). Returns ``(starts, ends, offsets, stats)``: mask ``i`` owns ``starts[offsets[i]:offsets[i +
+    1]]``; ``stats[i]`` is its area, sums of x and y, and box. Raises ``ValueError`` for a malformed
+    string or runs that do not cover the frame.
+    """
+    raw = [c.encode("ascii") if isinstance(c, str) else bytes(c) for c in counts]
+    n = len(raw)
+    buf = np.frombuffer(b"".join(raw), np.uint8) if n else np.zeros(0, np.uint8)
+    char_end = np.cumsum(np.fromiter(map(len, raw), np.int64, n))
+    size = np.ascontiguousarray(np.broadcast_to(np.asarray(sizes, np.int64), (n,)))
+    height = np.ascontiguousarray(np.broadcast_to(np.asarray(heights, np.int64), (n,)))
+    starts, ends, offsets, stats, error, bad = _parse(buf, char_end, size, height)
+    if error:
+        raise ValueError(f"mask {bad}: {_ERRORS[error]}")
+    return starts, ends, offsets, stats
+
+
+class RunMasks:
+    """``len(self)`` masks of one ``height`` x ``width`` frame, as foreground intervals, with their stats."""
+
+    __slots__ = ("counts", "ends", "first", "height", "last", "starts", "stats", "width")
+
+    def __init__(self, height: int, width: int, starts: np.ndarray, ends: np.ndarray, offsets: np.ndarray,
+                 stats: np.ndarray | None = None, counts: Sequence[str] | None = None, *,
+                 last: np.ndarray | None = None) -> None:  # fmt: skip
+        """Mask ``i`` owns intervals ``offsets[i]:offsets[i + 1]``, or ``offsets[i]:last[i]`` where ``last`` is
+        given (a selection of another set's masks shares its interval arrays)."""
+        self.height, self.width = int(height), int(width)
+        self.starts, self.ends = starts, ends
+        self.first, self.last = (offsets[:-1], offsets[1:]) if last is None else (offsets, last)
+        self.stats = stats if stats is not None else _stats_of(starts, ends, self.first, self.last, max(height, 1))
+        self.counts = list(counts) if counts is not None else None  # the RLE strings, when parsed from them
+
+    # ------------------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_counts(cls, counts: Sequence[str], height: int, width: int) -> RunMasks:
+        starts, ends, offsets, stats = parse_counts(counts, height * width, height)
+        return cls(height, width, starts, ends, offsets, stats, counts)
+
+    @classmethod
+    def from_arrays(cls, masks: Sequence[np.ndarray]) -> RunMasks:
+        """From (H, W) bool arrays (hand-made masks, ground truth)."""
+        if not masks:
+            return cls.empty(0, 0)
+        h, w = masks[0].shape
+        starts, ends, sizes = [], [], []
+        for m in masks:
+            edges = np.diff(np.concatenate(([0], np.asarray(m, bool).ravel(order="F").astype(np.int8), [0])))
+            starts.append(np.flatnonzero(edges == 1))
+            ends.append(np.flatnonzero(edges == -1))
+            sizes.append(len(starts[-1]))
+        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        return cls(h, w, np.concatenate(starts).astype(np.int64), np.concatenate(ends).astype(np.int64), offsets)
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> RunMasks:
+        return cls(height, width, _EMPTY, _EMPTY, np.zeros(1, np.int64), np.zeros((0, _STATS), np.int64), [])
+
+    @classmethod
+    def concat(cls, parts: Sequence[RunMasks]) -> RunMasks:
+        """The masks of ``parts`` (all of one frame size), in order."""
+        if not parts:
+            return cls.empty(0, 0)
+        if len(parts) == 1:
+            return parts[0]
+        h, w = parts[0].height, parts[0].width
+        if any((p.height, p.width) != (h, w) for p in parts):
+            raise ValueError("masks of different frame sizes")
+        base = np.cumsum([0] + [p.starts.size for p in parts[:-1]])
+        first = np.concatenate([p.first + b for p, b in zip(parts, base)])
+        last = np.concatenate([p.last + b for p, b in zip(parts, base)])
+        counts = None if any(p.counts is None for p in parts) else [c for p in parts for c in p.counts]  # type: ignore[union-attr]
+        starts, ends = np.concatenate([p.starts for p in parts]), np.concatenate([p.ends for p in parts])
+        stats = np.concatenate([p.stats for p in parts])
+        return cls(h, w, starts, ends, first, stats, counts, last=last)
+
+    def select(self, indices: Sequence[int] | np.ndarray) -> RunMasks:
+        """The masks at ``indices``, in that order, in one gather."""
+        idx = np.asarray(indices, np.int64)
+        counts = None if self.counts is None else [self.counts[i] for i in idx.tolist()]
+        return RunMasks(self.height, self.width, self.starts, self.ends, self.first[idx], self.stats[idx], counts,
+                        last=self.last[idx])  # fmt: skip
+
+    def take(self, i: int) -> RunMasks:
+        """Mask ``i`` alone (views, no copy)."""
+        return RunMasks(self.height, self.width, self.starts, self.ends, self.first[i : i + 1],
+                        self.stats[i : i + 1], None if self.counts is None else [self.counts[i]],
+                        last=self.last[i : i + 1])  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    # ------------------------------------------------------------------------------ geometry
+
+    def areas(self) -> np.ndarray:
+        return self.stats[:, 0]
+
+    def centroids(self) -> np.ndarray:
+        """(N, 2) mean pixel (x, y) of each mask; (0, 0) for an empty one."""
+        return self.stats[:, 1:3] / np.maximum(self.stats[:, :1], 1)
+
+    def boxes(self) -> np.ndarray:
+        """(N, 4) xyxy boxes enclosing each mask (zeros for an empty one)."""
+        return self.stats[:, 3:7].astype(np.float64)
+
+    def overlap(self, prefix: np.ndarray) -> np.ndarray:
+        """Pixels of each mask inside a region given by :func:`region_prefix`."""
+        return _overlap(self.starts, self.ends, self.first, self.last, prefix)
+
+    def iou(self, other: RunMasks, pairs: np.ndarray | None = None) -> np.ndarray:
+        """(N, M) IoU of every mask here with every mask of ``other``.
+
+        Only the pairs flagged in ``pairs`` (an (N, M) bool array, e.g. boxes that touch) are
+        computed; the others are 0.
+        """
+        n, m = len(self), len(other)
+        out = np.zeros((n, m), np.float64)
+        if not n or not m:
+            return out
+        if (self.height, self.width) != (other.height, other.width):
+            raise ValueError("masks of different frame sizes")
+        pa, pb = np.nonzero(np.ones((n, m), bool) if pairs is None else pairs)
+        if not pa.size:
+            return out
+        inter = _intersections(self.starts, self.ends, self.first, self.last, other.starts, other.ends, other.first,
+                               other.last, pa, pb)  # fmt: skip
+        union = self.areas()[pa] + other.areas()[pb] - inter
+        out[pa, pb] = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+        return out
+
+    def crop(self, i: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Mask ``i`` within rows ``y0:y1`` and columns ``x0:x1`` as a bool array."""
+        h = self.height
+        a, b = int(self.first[i]), int(self.last[i])
+        lo, hi = x0 * h, x1 * h
+        s = np.clip(self.starts[a:b], lo, hi) - lo
+        e = np.clip(self.ends[a:b], lo, hi) - lo
+        diff = np.zeros(hi - lo + 1, np.int32)
+        np.add.at(diff, s, 1)
+        np.add.at(diff, e, -1)
+        cols = np.cumsum(diff[:-1]).astype(bool).reshape(x1 - x0, h)
+        return cols.T[y0:y1]
+
+    def to_array(self, i: int) -> np.ndarray:
+        """Mask ``i`` as a full (H, W) bool array (drawing, not the hot path)."""
+        return self.crop(i, 0, self.height, 0, self.width)
+
+    def rle(self, i: int) -> dict:
+        """Mask ``i`` as COCO RLE (its original string when it was parsed from one)."""
+        from pipeline.rle import runs_to_string
+
+        if self.counts is not None:
+            return {"size": [self.height, self.width], "counts": self.counts[i]}
+        a, b = int(self.first[i]), int(self.last[i])
+        s, e = self.starts[a:b], self.ends[a:b]
+        zeros = s - np.concatenate(([0], e[:-1]))
+        runs = np.stack([zeros, e - s], axis=1).ravel().tolist()
+        tail = self.height * self.width - (int(e[-1]) if b > a else 0)
+        if tail:
+            runs.append(tail)
+        return {"size": [self.height, self.width], "counts": runs_to_string(runs)}
+
+
+def region_prefix(region: np.ndarray) -> np.ndarray:
+    """Running pixel count of an (H, W) bool region in column-major order, for :meth:`RunMasks.overlap`."""
+    return np.concatenate(([0], np.cumsum(region.ravel(order="F"), dtype=np.int32)))
