@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 from pydantic import BaseModel, Field
 
 from consumers.analytics import (
@@ -68,9 +67,9 @@ class CameraProcessor:
         r, zones = self.rules, self.camera.zones
         self.health, self.zones, self.occupancy = HealthRule(r), ZoneRule(zones, r), OccupancyRule(zones, r)
         self.lines, self.proximity = LineRule(self.camera.lines, r), ProximityRule(zones, r)
-        # track -> (the masks of the frame it was last seen in, its index there, its tight box);
+        # track -> (the masks of the frame it was last seen in, its index there);
         # rebuilt lazily from the state after a restart
-        self._masks: dict[str, tuple[RunMasks, int, np.ndarray]] = {}
+        self._masks: dict[str, tuple[RunMasks, int]] = {}
         self._dirty: set[str] = set()  # tracks whose mask changed since the last snapshot
         self.last_matched: list[tuple[Track, Observation]] = []  # confirmed tracks of the last frame (reports)
 
@@ -169,7 +168,7 @@ class CameraProcessor:
         """The state to persist: the tracks' last masks as COCO RLE, once per save rather than once per frame."""
         for t in self.state.tracks:
             if t.track_id in self._dirty:
-                masks, j, _ = self._masks[t.track_id]
+                masks, j = self._masks[t.track_id]
                 t.mask = masks.rle(j)
         self._dirty.clear()
         return self.state
@@ -181,16 +180,15 @@ class CameraProcessor:
         for t in tracks:
             if t.track_id not in self._masks:
                 mask = decode_mask(t)
-                self._masks[t.track_id] = (mask, 0, mask.boxes()[0])
+                self._masks[t.track_id] = (mask, 0)
         first = self._masks[tracks[0].track_id][0]
         picks = [self._masks[t.track_id] for t in tracks]
-        boxes = np.array([b for _, _, b in picks], float)
-        if all(masks is first for masks, _, _ in picks):  # the usual case: all seen in the last frame
-            return TrackMasks(first.select([j for _, j, _ in picks]), boxes)
-        return TrackMasks(RunMasks.concat([masks.take(j) for masks, j, _ in picks]), boxes)
+        if all(masks is first for masks, _ in picks):  # the usual case: all seen in the last frame
+            return TrackMasks(first.select([j for _, j in picks]))
+        return TrackMasks(RunMasks.concat([masks.take(j) for masks, j in picks]))
 
     def _remember(self, t: Track, obs: FrameObservations, j: int) -> None:
-        self._masks[t.track_id] = (obs.masks, j, obs.mask_boxes[j])
+        self._masks[t.track_id] = (obs.masks, j)
         self._dirty.add(t.track_id)
 
     def _forget(self, t: Track) -> None:

@@ -54,6 +54,7 @@ class FrameObservations:
         self.masks = masks if masks is not None else RunMasks.concat([o.runs for o in self.items])
         self.areas = self.masks.areas()
         self.mask_boxes = self.masks.boxes()  # tight boxes of the pixels (message boxes are not trusted)
+        self.area_list: list[int] = self.areas.tolist()  # plain ints for the per-track loops of the rules
 
     def __len__(self) -> int:
         return len(self.items)
@@ -96,23 +97,16 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def boxes_touch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M): do the half-open pixel boxes share a pixel?"""
-    return ((a[:, None, 0] < b[None, :, 2]) & (b[None, :, 0] < a[:, None, 2])
-            & (a[:, None, 1] < b[None, :, 3]) & (b[None, :, 1] < a[:, None, 3]))  # fmt: skip
-
-
 @dataclass
 class TrackMasks:
-    """The last masks of a camera's tracks, in track order, with their tight boxes."""
+    """The last masks of a camera's tracks, in track order."""
 
     masks: RunMasks
-    boxes: np.ndarray
 
 
 def association_iou(tracks: list[Track], last: TrackMasks, obs: FrameObservations) -> np.ndarray:
     """IoU between each track's last mask and each observation; box IoU where either mask is empty."""
-    iou = last.masks.iou(obs.masks, boxes_touch(last.boxes, obs.mask_boxes))
+    iou = last.masks.iou(obs.masks)
     empty = (last.masks.areas() == 0)[:, None] | (obs.areas == 0)[None, :]
     if empty.any():
         b = box_iou(np.array([t.box for t in tracks], float), np.array([o.box for o in obs.items], float))
@@ -137,8 +131,10 @@ def assign(tracks: list[Track], last: TrackMasks, obs: FrameObservations, min_io
     if not tracks or not len(obs):
         return []
     iou = association_iou(tracks, last, obs)
-    other = np.array([t.class_name for t in tracks])[:, None] != np.array([o.class_name for o in obs.items])[None, :]
-    cost = np.where(iou >= min_iou, 1.0 - iou + 0.1 * other, 10.0)
+    cost = np.where(iou >= min_iou, 1.0 - iou, 10.0)
+    for r, c in zip(*np.nonzero(iou >= min_iou)):
+        if tracks[r].class_name != obs.items[c].class_name:
+            cost[r, c] += 0.1
     rows, cols = linear_sum_assignment(cost)
     return [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] < 10.0]
 

@@ -419,9 +419,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.model.build import MODEL_BUILDERS  # light: no weights, torch only on use
+    from pipeline.architectures import ARCHITECTURES  # the names only: `run` and `consume` never import torch
 
-    archs = sorted(MODEL_BUILDERS)
+    archs = sorted(ARCHITECTURES)
     p = argparse.ArgumentParser(prog="sparseinst-pipeline", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)

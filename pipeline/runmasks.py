@@ -99,22 +99,26 @@ def _stats_of(starts: np.ndarray, ends: np.ndarray, first: np.ndarray, last: np.
 
 
 @njit(cache=True, nogil=True)
-def _intersections(sa, ea, fa, la, sb, eb, fb, lb, pa, pb) -> np.ndarray:
-    """Pixels shared by mask pa[p] of a and mask pb[p] of b, for each pair p: a merge of two sorted lists."""
-    out = np.zeros(pa.size, np.int64)
-    for p in range(pa.size):
-        i, i_end = fa[pa[p]], la[pa[p]]
-        j, j_end = fb[pb[p]], lb[pb[p]]
-        total = 0
-        while i < i_end and j < j_end:
-            lo, hi = max(sa[i], sb[j]), min(ea[i], eb[j])
-            if hi > lo:
-                total += hi - lo
-            if ea[i] < eb[j]:
-                i += 1
-            else:
-                j += 1
-        out[p] = total
+def _pair_iou(sa, ea, fa, la, area_a, box_a, sb, eb, fb, lb, area_b, box_b) -> np.ndarray:
+    """(N, M) IoU; pairs whose boxes share no pixel are 0 without looking at their runs."""
+    out = np.zeros((fa.size, fb.size))
+    for p in range(fa.size):
+        for q in range(fb.size):
+            if not (box_a[p, 0] < box_b[q, 2] and box_b[q, 0] < box_a[p, 2]
+                    and box_a[p, 1] < box_b[q, 3] and box_b[q, 1] < box_a[p, 3]):  # fmt: skip
+                continue
+            i, i_end, j, j_end, inter = fa[p], la[p], fb[q], lb[q], 0
+            while i < i_end and j < j_end:
+                lo, hi = max(sa[i], sb[j]), min(ea[i], eb[j])
+                if hi > lo:
+                    inter += hi - lo
+                if ea[i] < eb[j]:
+                    i += 1
+                else:
+                    j += 1
+            union = area_a[p] + area_b[q] - inter
+            if union > 0:
+                out[p, q] = inter / union
     return out
 
 
@@ -143,8 +147,8 @@ def parse_counts(counts: Sequence[str | bytes], sizes: int | Sequence[int] | np.
     n = len(raw)
     buf = np.frombuffer(b"".join(raw), np.uint8) if n else np.zeros(0, np.uint8)
     char_end = np.cumsum(np.fromiter(map(len, raw), np.int64, n))
-    size = np.ascontiguousarray(np.broadcast_to(np.asarray(sizes, np.int64), (n,)))
-    height = np.ascontiguousarray(np.broadcast_to(np.asarray(heights, np.int64), (n,)))
+    size = np.full(n, sizes, np.int64) if np.isscalar(sizes) else np.asarray(sizes, np.int64)
+    height = np.full(n, heights, np.int64) if np.isscalar(heights) else np.asarray(heights, np.int64)
     starts, ends, offsets, stats, error, bad = _parse(buf, char_end, size, height)
     if error:
         raise ValueError(f"mask {bad}: {_ERRORS[error]}")
@@ -244,26 +248,13 @@ class RunMasks:
         """Pixels of each mask inside a region given by :func:`region_prefix`."""
         return _overlap(self.starts, self.ends, self.first, self.last, prefix)
 
-    def iou(self, other: RunMasks, pairs: np.ndarray | None = None) -> np.ndarray:
-        """(N, M) IoU of every mask here with every mask of ``other``.
-
-        Only the pairs flagged in ``pairs`` (an (N, M) bool array, e.g. boxes that touch) are
-        computed; the others are 0.
-        """
-        n, m = len(self), len(other)
-        out = np.zeros((n, m), np.float64)
-        if not n or not m:
-            return out
-        if (self.height, self.width) != (other.height, other.width):
+    def iou(self, other: RunMasks) -> np.ndarray:
+        """(N, M) IoU of every mask here with every mask of ``other`` (pairs whose boxes touch are merged)."""
+        if (self.height, self.width) != (other.height, other.width) and len(self) and len(other):
             raise ValueError("masks of different frame sizes")
-        pa, pb = np.nonzero(np.ones((n, m), bool) if pairs is None else pairs)
-        if not pa.size:
-            return out
-        inter = _intersections(self.starts, self.ends, self.first, self.last, other.starts, other.ends, other.first,
-                               other.last, pa, pb)  # fmt: skip
-        union = self.areas()[pa] + other.areas()[pb] - inter
-        out[pa, pb] = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-        return out
+        a, b = self.stats, other.stats
+        return _pair_iou(self.starts, self.ends, self.first, self.last, a[:, 0], a[:, 3:7],
+                         other.starts, other.ends, other.first, other.last, b[:, 0], b[:, 3:7])  # fmt: skip
 
     def crop(self, i: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Mask ``i`` within rows ``y0:y1`` and columns ``x0:x1`` as a bool array."""

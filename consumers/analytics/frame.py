@@ -43,21 +43,20 @@ class FrameContext:
         self.meta, self.state, self.camera, self.rules = meta, state, camera, rules
         self.obs = obs if obs is not None else FrameObservations([])
         self.matched: list[tuple[Track, int]] = []
-        self._shares: dict[str, np.ndarray] = {}
-        self._centroids: np.ndarray | None = None
+        self._shares: dict[str, list[float]] = {}
+        self._centroids: list[tuple[float, float]] | None = None
 
-    def share(self, zone: Zone) -> np.ndarray:
+    def share(self, zone: Zone) -> list[float]:
         """Share of each observation's mask inside ``zone``."""
         if zone.name not in self._shares:
             inside = self.obs.masks.overlap(polygon_prefix(tuple(zone.polygon), self.meta.width, self.meta.height))
-            self._shares[zone.name] = inside / np.maximum(self.obs.areas, 1)
+            self._shares[zone.name] = (inside / np.maximum(self.obs.areas, 1)).tolist()
         return self._shares[zone.name]
 
     def centroid(self, j: int) -> tuple[float, float]:
         if self._centroids is None:
-            self._centroids = self.obs.masks.centroids()
-        x, y = self._centroids[j]
-        return float(x), float(y)
+            self._centroids = [tuple(c) for c in self.obs.masks.centroids().tolist()]
+        return self._centroids[j]
 
     def event(self, event_type: str, /, *, track: Track | None = None, zone: str | None = None,
               line: str | None = None, direction: str | None = None, index: int | None = None,

@@ -34,9 +34,14 @@ def distance_to(points: Points, width: int, height: int) -> np.ndarray:
     return cv2.distanceTransform(outside, cv2.DIST_L2, 3)
 
 
-def _ends(line: Line, w: int, h: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    (x1, y1), (x2, y2) = ((x * (w - 1), y * (h - 1)) for x, y in line.points)
+@lru_cache(maxsize=256)
+def _pixel_ends(points: tuple, w: int, h: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    (x1, y1), (x2, y2) = ((x * (w - 1), y * (h - 1)) for x, y in points)
     return (x1, y1), (x2, y2)
+
+
+def _ends(line: Line, w: int, h: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    return _pixel_ends(line.points, w, h)
 
 
 def side(line: Line, w: int, h: int, p: tuple[float, float]) -> int:

@@ -18,7 +18,7 @@ class LineRule:
         if not self.lines:  # the anchor only matters to lines
             return out
         for t, j in frame.matched:
-            if frame.obs.areas[j] < self.rules.min_area:
+            if frame.obs.area_list[j] < self.rules.min_area:
                 continue
             anchor = frame.centroid(j)
             for line in self.lines:

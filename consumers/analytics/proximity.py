@@ -16,7 +16,6 @@ import numpy as np
 from consumers.analytics.frame import FrameContext
 from consumers.analytics.geometry import distance_to
 from consumers.rules import VEHICLES, VULNERABLE, Rules, Zone
-from consumers.tracking import boxes_touch
 from pipeline.messages import Event
 
 
@@ -27,7 +26,7 @@ class ProximityRule:
 
     def trigger(self, frame: FrameContext) -> list[Event]:
         r, obs = self.rules, frame.obs
-        vrus = [(t, j) for t, j in frame.matched if t.class_name in VULNERABLE and obs.areas[j] >= r.min_area]
+        vrus = [(t, j) for t, j in frame.matched if t.class_name in VULNERABLE and obs.area_list[j] >= r.min_area]
         out: list[Event] = []
         if not vrus:
             return out
@@ -55,7 +54,8 @@ class ProximityRule:
             return best
         m = math.ceil(self.rules.proximity_px / 0.955) + 2
         rx0, ry0, rx1, ry1 = max(x0 - m, 0), max(y0 - m, 0), min(x1 + m, meta.width), min(y1 + m, meta.height)
-        near = boxes_touch(np.array([[rx0, ry0, rx1, ry1]], float), frame.obs.mask_boxes[vehicles])[0]
+        b = frame.obs.mask_boxes[vehicles]
+        near = (b[:, 0] < rx1) & (rx0 < b[:, 2]) & (b[:, 1] < ry1) & (ry0 < b[:, 3])
         union = np.zeros((ry1 - ry0, rx1 - rx0), bool)
         for v in np.array(vehicles)[near]:
             union |= masks.crop(int(v), ry0, ry1, rx0, rx1)

@@ -22,12 +22,12 @@ class ZoneRule:
         if not self.zones:
             return out
         for t, j in frame.matched:
-            if frame.obs.areas[j] < r.min_area:
+            if frame.obs.area_list[j] < r.min_area:
                 continue
             for zone in self.zones:
                 if not applies(zone.classes, t.class_name):
                     continue
-                share = float(frame.share(zone)[j])
+                share = frame.share(zone)[j]
                 inside = zone.name in t.zones
                 past = share < r.exit_share if inside else share >= r.enter_share
                 t.pending[zone.name] = t.pending.get(zone.name, 0) + 1 if past else 0

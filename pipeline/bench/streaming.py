@@ -71,7 +71,7 @@ def bench_consumer(*, messages: int = 3000, width: int = 1280, height: int = 720
         baseline_wall = time.monotonic() - (start or time.monotonic())
         reader.close()
 
-        proc = EventProcessor(kafka.bootstrap, rules, topics=topics, group_id="bench", max_poll_records=200)
+        proc = EventProcessor(kafka.bootstrap, rules, topics=topics, group_id="bench", max_poll_records=500)
         while not proc.poll_once():  # joining the group and the first fetch are not throughput
             pass
         start = time.monotonic() - proc.stats.busy_s  # ...but the first poll's processing is
