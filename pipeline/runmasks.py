@@ -25,7 +25,7 @@ _ERRORS = {1: "RLE counts hold characters outside the encoding's range", 2: "tru
            5: "RLE runs do not cover the frame"}  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _add_interval(stats: np.ndarray, i: int, s: int, e: int, h: int) -> None:
     q0, r0 = s // h, s % h
     q1, r1 = e // h, e % h
@@ -42,7 +42,7 @@ def _add_interval(stats: np.ndarray, i: int, s: int, e: int, h: int) -> None:
         st[5], st[6] = max(st[5], c1 + 1), max(st[6], y1 + 1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _parse(buf: np.ndarray, char_end: np.ndarray, sizes: np.ndarray, heights: np.ndarray):
     n = char_end.size
     cap = buf.size // 2 + n + 1
@@ -88,7 +88,7 @@ def _parse(buf: np.ndarray, char_end: np.ndarray, sizes: np.ndarray, heights: np
     return starts[:m], ends[:m], offsets, stats, 0, -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _stats_of(starts: np.ndarray, ends: np.ndarray, first: np.ndarray, last: np.ndarray, h: int) -> np.ndarray:
     n = first.size
     stats = np.zeros((n, 7), np.int64)
@@ -98,7 +98,7 @@ def _stats_of(starts: np.ndarray, ends: np.ndarray, first: np.ndarray, last: np.
     return stats
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _pair_iou(sa, ea, fa, la, area_a, box_a, sb, eb, fb, lb, area_b, box_b) -> np.ndarray:
     """(N, M) IoU; pairs whose boxes share no pixel are 0 without looking at their runs."""
     out = np.zeros((fa.size, fb.size))
@@ -122,7 +122,7 @@ def _pair_iou(sa, ea, fa, la, area_a, box_a, sb, eb, fb, lb, area_b, box_b) -> n
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _overlap(starts: np.ndarray, ends: np.ndarray, first: np.ndarray, last: np.ndarray,
              prefix: np.ndarray) -> np.ndarray:  # fmt: skip
     n = first.size
@@ -207,13 +207,13 @@ class RunMasks:
         h, w = parts[0].height, parts[0].width
         if any((p.height, p.width) != (h, w) for p in parts):
             raise ValueError("masks of different frame sizes")
-        base = np.cumsum([0] + [p.starts.size for p in parts[:-1]])
-        first = np.concatenate([p.first + b for p, b in zip(parts, base)])
-        last = np.concatenate([p.last + b for p, b in zip(parts, base)])
+        # copy only the intervals the masks own (a selection shares its source's whole arrays)
+        spans = [(p, int(f), int(l)) for p in parts for f, l in zip(p.first.tolist(), p.last.tolist())]
+        starts = np.concatenate([p.starts[f:l] for p, f, l in spans]) if spans else _EMPTY
+        ends = np.concatenate([p.ends[f:l] for p, f, l in spans]) if spans else _EMPTY
+        offsets = np.cumsum([0] + [l - f for _, f, l in spans])
         counts = None if any(p.counts is None for p in parts) else [c for p in parts for c in p.counts]  # type: ignore[union-attr]
-        starts, ends = np.concatenate([p.starts for p in parts]), np.concatenate([p.ends for p in parts])
-        stats = np.concatenate([p.stats for p in parts])
-        return cls(h, w, starts, ends, first, stats, counts, last=last)
+        return cls(h, w, starts, ends, offsets, np.concatenate([p.stats for p in parts]), counts)
 
     def select(self, indices: Sequence[int] | np.ndarray) -> RunMasks:
         """The masks at ``indices``, in that order, in one gather."""
