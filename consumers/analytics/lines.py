@@ -35,5 +35,5 @@ class LineRule:
                     counts[key] = counts.get(key, 0) + 1
                     out.append(frame.event("line.crossed", track=t, line=line.name, direction=direction,
                                            count=counts[key]))  # fmt: skip
-            t.anchor = anchor
+            t.__dict__["anchor"] = anchor  # a plain write: this runs for every track of every frame
         return out

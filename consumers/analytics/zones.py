@@ -21,13 +21,14 @@ class ZoneRule:
         out: list[Event] = []
         if not self.zones:
             return out
+        shares = {zone.name: frame.share(zone) for zone in self.zones}
         for t, j in frame.matched:
             if frame.obs.area_list[j] < r.min_area:
                 continue
             for zone in self.zones:
                 if not applies(zone.classes, t.class_name):
                     continue
-                share = frame.share(zone)[j]
+                share = shares[zone.name][j]
                 inside = zone.name in t.zones
                 past = share < r.exit_share if inside else share >= r.enter_share
                 t.pending[zone.name] = t.pending.get(zone.name, 0) + 1 if past else 0
