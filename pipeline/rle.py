@@ -10,30 +10,51 @@ from __future__ import annotations
 import numpy as np
 
 
-def mask_runs(mask: np.ndarray) -> list[int]:
+def mask_runs(mask: np.ndarray) -> np.ndarray:
     """Run lengths of an (H, W) mask in column-major order, starting with zeros."""
     flat = np.asarray(mask, dtype=bool).ravel(order="F")
     if flat.size == 0:
-        return []
+        return np.zeros(0, np.int64)
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], change, [flat.size]))
-    runs = np.diff(bounds).tolist()
-    return [0, *runs] if flat[0] else runs
+    runs = np.diff(np.concatenate(([0], change, [flat.size])))
+    return np.concatenate(([0], runs)) if flat[0] else runs
 
 
-def runs_to_string(runs: list[int]) -> str:
-    out = []
-    for i, run in enumerate(runs):
-        x = run - runs[i - 2] if i > 2 else run
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = x != -1 if c & 0x10 else x != 0
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-    return "".join(out)
+def strip_runs(strip: np.ndarray, x0: int, width: int) -> np.ndarray:
+    """Runs of a full frame that is empty outside columns ``x0 .. x0 + strip width`` (a full-height strip)."""
+    h = strip.shape[0]
+    runs = mask_runs(strip).copy()
+    if runs.size == 0:
+        return np.array([h * width], np.int64)
+    runs[0] += x0 * h  # the empty columns before the strip
+    tail = (width - x0 - strip.shape[1]) * h
+    if tail:
+        if runs.size % 2:  # ends on zeros: they go on
+            runs[-1] += tail
+        else:
+            runs = np.concatenate((runs, [tail]))
+    return runs
+
+
+def runs_to_string(runs: list[int] | np.ndarray) -> str:
+    """COCO's compressed ``counts``: each run as a delta against the run two back, in 5-bit groups (vectorized)."""
+    r = np.asarray(runs, np.int64)
+    if r.size == 0:
+        return ""
+    x = r.copy()
+    x[3:] -= r[1:-2]
+    out = np.full((x.size, 14), -1, np.int64)  # 14 groups of 5 bits hold any int64
+    active = np.ones(x.size, bool)
+    for step in range(14):
+        c = x & 0x1F
+        x = x >> 5
+        more = np.where(c & 0x10, x != -1, x != 0)
+        out[:, step] = np.where(active, c + (more << 5) + 48, -1)
+        active &= more
+        if not active.any():
+            break
+    chars = out[out >= 0]
+    return chars.astype(np.uint8).tobytes().decode("ascii")
 
 
 def string_to_runs(counts: str) -> list[int]:
@@ -60,7 +81,11 @@ def string_to_runs(counts: str) -> list[int]:
 def encode(mask: np.ndarray) -> dict:
     """(H, W) bool -> ``{"size": [H, W], "counts": str}``."""
     h, w = mask.shape
-    return {"size": [int(h), int(w)], "counts": runs_to_string(mask_runs(mask))}
+    cols = np.flatnonzero(np.asarray(mask, bool).any(axis=0))
+    if cols.size == 0:
+        return {"size": [int(h), int(w)], "counts": runs_to_string([h * w] if h * w else [])}
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1  # runs of the columns that hold pixels, the rest is zeros
+    return {"size": [int(h), int(w)], "counts": runs_to_string(strip_runs(mask[:, x0:x1], x0, w))}
 
 
 def decode(rle: dict) -> np.ndarray:

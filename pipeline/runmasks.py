@@ -208,10 +208,10 @@ class RunMasks:
         if any((p.height, p.width) != (h, w) for p in parts):
             raise ValueError("masks of different frame sizes")
         # copy only the intervals the masks own (a selection shares its source's whole arrays)
-        spans = [(p, int(f), int(l)) for p in parts for f, l in zip(p.first.tolist(), p.last.tolist())]
-        starts = np.concatenate([p.starts[f:l] for p, f, l in spans]) if spans else _EMPTY
-        ends = np.concatenate([p.ends[f:l] for p, f, l in spans]) if spans else _EMPTY
-        offsets = np.cumsum([0] + [l - f for _, f, l in spans])
+        spans = [(p, int(f), int(e)) for p in parts for f, e in zip(p.first.tolist(), p.last.tolist())]
+        starts = np.concatenate([p.starts[f:e] for p, f, e in spans]) if spans else _EMPTY
+        ends = np.concatenate([p.ends[f:e] for p, f, e in spans]) if spans else _EMPTY
+        offsets = np.cumsum([0] + [e - f for _, f, e in spans])
         counts = None if any(p.counts is None for p in parts) else [c for p in parts for c in p.counts]  # type: ignore[union-attr]
         return cls(h, w, starts, ends, offsets, np.concatenate([p.stats for p in parts]), counts)
 

@@ -40,6 +40,51 @@ def mask_resampler(mask_size: int, stride: int, resized: int, original: int) -> 
     return (interpolation_matrix(original, resized) @ up).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Band:
+    """Where a banded resampling matrix is non-zero: per output index its input range, per input its outputs."""
+
+    matrix: np.ndarray  # (out, in)
+    in_lo: np.ndarray  # (out,) first input with weight
+    in_hi: np.ndarray  # (out,) last input with weight, + 1
+    out_lo: np.ndarray  # (in,) first output it reaches
+    out_hi: np.ndarray  # (in,) last output it reaches, + 1
+    reaches: np.ndarray  # (in,) bool: has any output (inputs in the padding below the frame have none)
+
+
+@lru_cache(maxsize=64)
+def resampling_band(mask_size: int, stride: int, resized: int, original: int) -> Band:
+    m = mask_resampler(mask_size, stride, resized, original)
+    nz = m > 0
+    rows_any, cols_any = nz.any(axis=1), nz.any(axis=0)
+    in_lo = np.where(rows_any, nz.argmax(axis=1), 0)
+    in_hi = np.where(rows_any, m.shape[1] - nz[:, ::-1].argmax(axis=1), 0)
+    out_lo = np.where(cols_any, nz.argmax(axis=0), 0)
+    out_hi = np.where(cols_any, m.shape[0] - nz[::-1].argmax(axis=0), 0)
+    return Band(m, in_lo, in_hi, out_lo, out_hi, cols_any)
+
+
+def _resample_box(prob: np.ndarray, support: np.ndarray, rows: Band, cols: Band,
+                  threshold: float) -> tuple[int, int, np.ndarray] | None:  # fmt: skip
+    """The thresholded full-size mask within the box where it can be set: (y0, x0, crop), None if empty.
+
+    Each output pixel is a convex combination of its input pixels (weights >= 0 that sum to 1), so
+    it can exceed ``threshold`` only where an input pixel with weight does: outputs reached from
+    the support's bounding rows and columns. Within them every input with weight is used, so the
+    crop is exactly the full-size result there and the rest of the frame is exactly empty.
+    """
+    r_idx = np.flatnonzero(support.any(axis=1) & rows.reaches)
+    c_idx = np.flatnonzero(support.any(axis=0) & cols.reaches)
+    if r_idx.size == 0 or c_idx.size == 0:
+        return None
+    y0, y1 = int(rows.out_lo[r_idx].min()), int(rows.out_hi[r_idx].max())
+    x0, x1 = int(cols.out_lo[c_idx].min()), int(cols.out_hi[c_idx].max())
+    a0, a1 = int(rows.in_lo[y0:y1].min()), int(rows.in_hi[y0:y1].max())
+    b0, b1 = int(cols.in_lo[x0:x1].min()), int(cols.in_hi[x0:x1].max())
+    full = rows.matrix[y0:y1, a0:a1] @ prob[a0:a1, b0:b1] @ cols.matrix[x0:x1, b0:b1].T
+    return y0, x0, full > threshold
+
+
 @dataclass
 class FrameResult:
     scores: np.ndarray  # (K,) float32
@@ -47,6 +92,7 @@ class FrameResult:
     boxes: np.ndarray  # (K, 4) float32 xyxy in frame pixels
     masks: np.ndarray  # (K, H, W) bool
     query_index: np.ndarray  # (K,) int32
+    crops: list[tuple[int, int, np.ndarray] | None] | None = None  # (y0, x0, mask in its box) per instance
 
 
 def postprocess_frame(
@@ -67,19 +113,31 @@ def postprocess_frame(
     if idx.size == 0:
         return FrameResult(np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros((0, 4), np.float32),
                            np.zeros((0, oh, ow), bool), np.zeros(0, np.int32))  # fmt: skip
-    probs = 1.0 / (1.0 + np.exp(-mask_logits[idx].astype(np.float32)))
+    # float32 exp overflows to inf for very negative logits: 1 / inf is the right 0, without the warning
+    with np.errstate(over="ignore"):
+        probs = 1.0 / (1.0 + np.exp(-mask_logits[idx].astype(np.float32)))
     binary = probs > mask_threshold
     maskness = (probs * binary).sum(axis=(1, 2)) / (binary.sum(axis=(1, 2)) + 1e-6)
-    rows = mask_resampler(probs.shape[1], stride, rh, oh)
-    cols = mask_resampler(probs.shape[2], stride, rw, ow)
-    full = np.matmul(np.matmul(rows, probs), cols.T)
-    masks = full > mask_threshold
+    rows = resampling_band(probs.shape[1], stride, rh, oh)
+    cols = resampling_band(probs.shape[2], stride, rw, ow)
+    masks = np.zeros((idx.size, oh, ow), bool)
+    boxes = np.zeros((idx.size, 4), np.float32)
+    crops = []
+    for k in range(idx.size):  # full-size resampling only inside each instance's box
+        crop = _resample_box(probs[k], binary[k], rows, cols, mask_threshold)
+        crops.append(crop)
+        if crop is None:
+            continue
+        y0, x0, m = crop
+        masks[k, y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
+        boxes[k] = masks_to_boxes(m[None])[0] + (x0, y0, x0, y0) if m.any() else 0
     return FrameResult(
         scores=(scores[idx] * maskness).astype(np.float32),
         classes=labels[idx].astype(np.int32),
-        boxes=masks_to_boxes(masks),
+        boxes=boxes,
         masks=masks,
         query_index=idx.astype(np.int32),
+        crops=crops,
     )
 
 
@@ -103,5 +161,14 @@ def pack_results(results: list[FrameResult], frame_sizes: np.ndarray) -> dict[st
         out["boxes"][i, :n] = r.boxes
         out["query_index"][i, :n] = r.query_index
         for j, m in enumerate(r.masks):
-            out["masks_rle"][i, j] = rle.encode(m)["counts"].encode("ascii")
+            out["masks_rle"][i, j] = _counts(m, r.crops[j] if r.crops is not None else (0, 0, m)).encode("ascii")
     return out
+
+
+def _counts(mask: np.ndarray, crop: tuple[int, int, np.ndarray] | None) -> str:
+    """RLE counts of a full-size mask, from the box it lies in (columns outside it are all zeros)."""
+    h, w = mask.shape
+    if crop is None:
+        return rle.runs_to_string([h * w])
+    _, x0, box = crop
+    return rle.runs_to_string(rle.strip_runs(mask[:, x0 : x0 + box.shape[1]], x0, w))
