@@ -164,7 +164,8 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 def cmd_bench_serving(args: argparse.Namespace) -> int:
     from pipeline.bench.serving import bench_serving
 
-    bench_serving(requests=args.requests, threads=args.threads, weights=args.weights, json_path=args.json)
+    bench_serving(requests=args.requests, threads=args.threads, in_flight=args.in_flight, weights=args.weights,
+                  json_path=args.json)  # fmt: skip
     return 0
 
 
@@ -503,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs = bsub.add_parser("serving", help="fps and p50/p99 latency through the CPU ensemble vs ONNX Runtime alone")
     bs.add_argument("--requests", type=int, default=20, help="timed requests per batch size")
     bs.add_argument("--threads", type=int, default=2, help="threads for ONNX Runtime, in and out of the server")
+    bs.add_argument("--in-flight", type=int, default=2, help="requests outstanding in the throughput run")
     bs.add_argument("--weights", type=Path, help="checkpoint (default: the shipped small model)")
     bs.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
     bs.set_defaults(func=cmd_bench_serving)

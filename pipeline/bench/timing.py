@@ -20,5 +20,16 @@ def time_calls(fn: Callable[[], object], *, warmup: int, repeats: int) -> np.nda
     return out
 
 
+def throughput(fn: Callable[[], object], *, calls: int, concurrency: int) -> float:
+    """Calls per second of ``fn`` with ``concurrency`` callers keeping requests in flight (after one warm call each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda _: fn(), range(concurrency)))
+        start = time.perf_counter()
+        list(pool.map(lambda _: fn(), range(calls)))
+        return calls / (time.perf_counter() - start)
+
+
 def percentile_ms(seconds: np.ndarray, q: float) -> float:
     return float(np.percentile(seconds, q) * 1000.0)
