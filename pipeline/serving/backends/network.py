@@ -29,7 +29,8 @@ class TritonPythonModel:
 
         batches = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
         try:
-            outputs = self.session.run(self.output_names, {self.input_name: np.concatenate(batches)})
+            joined = batches[0] if len(batches) == 1 else np.concatenate(batches)  # one request: no copy
+            outputs = self.session.run(self.output_names, {self.input_name: joined})
         except Exception as exc:
             log.warning("ONNX Runtime failed: %s", short_error(exc))
             return [error_response(pb_utils, f"network failed: {short_error(exc)}") for _ in requests]
