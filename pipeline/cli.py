@@ -172,14 +172,16 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
 def cmd_bench_consumer(args: argparse.Namespace) -> int:
     from pipeline.bench.streaming import bench_consumer
 
-    bench_consumer(messages=args.messages, json_path=args.json)
+    bench_consumer(messages=args.messages, width=args.width, height=args.height, instances=args.instances,
+                   json_path=args.json)  # fmt: skip
     return 0
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from pipeline.bench.streaming import bench_pipeline
 
-    bench_pipeline(cameras=args.cameras, seconds=args.seconds, batch=args.batch, json_path=args.json)
+    bench_pipeline(cameras=args.cameras, seconds=args.seconds, batch=args.batch, in_flight=args.in_flight,
+                   paced_seconds=args.paced_seconds, json_path=args.json)  # fmt: skip
     return 0
 
 
@@ -509,14 +511,19 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
     bs.set_defaults(func=cmd_bench_serving)
 
-    bc = bsub.add_parser("consumer", help="detection messages/s one event processor handles (10 instances each)")
-    bc.add_argument("--messages", type=int, default=2000)
+    bc = bsub.add_parser("consumer", help="detection messages/s one event processor handles, vs reading them alone")
+    bc.add_argument("--messages", type=int, default=3000)
+    bc.add_argument("--width", type=int, default=1280, help="frame width of the messages' masks")
+    bc.add_argument("--height", type=int, default=720)
+    bc.add_argument("--instances", type=int, default=10, help="instances per message")
     bc.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
     bc.set_defaults(func=cmd_bench_consumer)
     bp = bsub.add_parser("pipeline", help="end-to-end fps and frame-to-event latency vs the Triton model alone")
     bp.add_argument("--cameras", type=int, default=4)
     bp.add_argument("--seconds", type=float, default=10.0, help="length of the synthetic drive")
     bp.add_argument("--batch", type=int, default=8)
+    bp.add_argument("--in-flight", type=int, default=2, help="ingest's requests outstanding to Triton")
+    bp.add_argument("--paced-seconds", type=float, default=12.0, help="length of each paced run (50/75/90%%)")
     bp.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
     bp.set_defaults(func=cmd_bench_pipeline)
 

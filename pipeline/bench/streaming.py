@@ -2,10 +2,11 @@
 
 - consumer: detection messages per second that one event processor (one process, real Kafka,
   exactly-once transactions) turns into events, with 10 instances per frame.
-- pipeline: synthetic cameras through ingest, the Triton ensemble, Kafka and the event processor,
-  end to end: frames per second and frame-to-event latency (from a frame entering ingest to
-  the commit of the transaction that holds its events), next to the Triton model alone
-  (``sparseinst`` at batch 8, same server, same run) and the ratio.
+- pipeline: cameras replaying pre-encoded synthetic frames through ingest, the Triton ensemble,
+  Kafka and the event processor, end to end. First flat out: frames per second (capacity) next
+  to ONNX Runtime alone (same model, batch and threads, same run) and the ratio. Then paced at
+  50, 75 and 90 % of that capacity: frame-to-event latency (from a frame entering ingest to the
+  commit of the transaction that holds its events), p50 and p99 at each load.
 """
 
 from __future__ import annotations
@@ -98,16 +99,48 @@ def bench_consumer(*, messages: int = 3000, width: int = 1280, height: int = 720
     return figures
 
 
-def bench_pipeline(*, cameras: int = 4, seconds: float = 10.0, seed: int = 0, batch: int = 8,
-                   json_path: Path | None = None) -> dict:  # fmt: skip
-    import tritonclient.grpc as grpcclient
+LOADS = (50, 75, 90)  # paced runs, % of the measured capacity
 
+
+def _render(cameras: int, seconds: float, seed: int) -> dict[str, list[bytes]]:
+    """The synthetic drive's frames, encoded once: camera name (``veh-N/front``) -> JPEGs."""
+    from pipeline.ingest.sources import SyntheticVehicle
+
+    out: dict[str, list[bytes]] = {}
+    for v in range(-(-cameras // 4)):
+        vehicle = SyntheticVehicle(f"veh-{v}", seed + v, cameras=min(4, cameras - 4 * v), seconds=seconds)
+        for frame in vehicle.frames():
+            out.setdefault(frame.camera_id, []).append(frame.jpeg)
+    return out
+
+
+def _onnxruntime_fps(model: Path, batch: int, height: int, width: int, threads: int, repeats: int = 8) -> float:
+    import onnxruntime as ort
+
+    from pipeline.bench.timing import time_calls
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(batch, 3, height, width)).astype(np.float32)
+    secs = time_calls(lambda: session.run(None, {session.get_inputs()[0].name: x}), warmup=2, repeats=repeats)
+    return batch * repeats / float(secs.sum())
+
+
+def bench_pipeline(*, cameras: int = 4, seconds: float = 10.0, seed: int = 0, batch: int = 8, in_flight: int = 2,
+                   loads: tuple[int, ...] = LOADS, paced_seconds: float = 12.0,
+                   json_path: Path | None = None) -> dict:  # fmt: skip
+    """Capacity with the cameras flat out, then frame-to-event latency with them paced below it.
+
+    The cameras replay frames encoded beforehand. Capacity is compared with ONNX Runtime alone
+    (same model, batch and threads, same run, before the servers start).
+    """
     from consumers.processor import EventProcessor
     from consumers.rules import load_rules
     from pipeline.config import Settings
     from pipeline.demo.app import DEMO_RULES
     from pipeline.ingest.runner import IngestRunner
-    from pipeline.ingest.sources import SyntheticVehicle
+    from pipeline.ingest.sources import ReplayedFrames
     from pipeline.kafka.topics import Topics, ensure_topics
     from pipeline.local.kafka import LocalKafka
     from pipeline.local.stack import ensure_repository
@@ -115,62 +148,77 @@ def bench_pipeline(*, cameras: int = 4, seconds: float = 10.0, seed: int = 0, ba
     from pipeline.publish import DetectionPublisher
     from pipeline.serving import contract
     from pipeline.serving.client import ClientConfig
-    from pipeline.serving.repository import read_spec
+    from pipeline.serving.repository import RepositoryOptions, read_spec
 
     rules = load_rules(DEMO_RULES)
-    repo = ensure_repository(Settings())
+    settings = Settings()
+    repo = ensure_repository(settings)
     spec = read_spec(repo)
+    log.info("rendering %d cameras x %.0f s of the synthetic drive once", cameras, seconds)
+    jpegs = _render(cameras, seconds, seed)
+    threads = RepositoryOptions().cpu_threads
+    model_fps = _onnxruntime_fps(repo / contract.NETWORK / "1" / "model.onnx", batch, spec.input_height,
+                                 spec.input_width, threads)  # fmt: skip
+    frames_per_camera = len(next(iter(jpegs.values())))
+    runs: dict[str, dict] = {}
     with LocalKafka() as kafka, LocalTriton(LocalTritonConfig(model_repository=repo)) as triton:
-        # the model alone: the network model of the same server, batch `batch`, back to back
-        client = grpcclient.InferenceServerClient(triton.grpc_url)
-        x = np.random.default_rng(0).normal(size=(batch, 3, spec.input_height, spec.input_width)).astype(np.float32)
-        inp = grpcclient.InferInput("images", list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        for _ in range(2):
-            client.infer(contract.NETWORK, [inp])
-        t0, reps = time.monotonic(), 10
-        for _ in range(reps):
-            client.infer(contract.NETWORK, [inp])
-        model_fps = batch * reps / (time.monotonic() - t0)
-        client.close()
-
         topics = Topics(detections=f"bench-{uuid.uuid4().hex[:6]}", events="bench-pipeline-events")
         ensure_topics(kafka.bootstrap, topics)
         proc = EventProcessor(kafka.bootstrap, rules, topics=topics, group_id=f"bench-{uuid.uuid4().hex[:6]}")
-        entered: dict[tuple[str, int], float] = {}
         done: dict[tuple[str, int], float] = {}
         proc.on_commit = lambda frames: done.update({f: time.monotonic() for f in frames})
         worker = threading.Thread(target=proc.run, daemon=True)
         worker.start()
-        vehicles = [SyntheticVehicle(f"veh-{v}", seed + v, cameras=min(4, cameras - 4 * v), seconds=seconds)
-                    for v in range(-(-cameras // 4))]  # fmt: skip
         publisher = DetectionPublisher(kafka.bootstrap, topics.detections)
-        runner = IngestRunner(vehicles, ClientConfig(url=triton.grpc_url), publisher, max_batch=batch,
-                              on_published=lambda c, r: entered.__setitem__((c.camera_id, c.frame_index),
-                                                                            c.enqueued))  # fmt: skip
-        start = time.monotonic()
-        stats = runner.run()
+
+        def run(tag: str, count: int, fps: float | None) -> dict:
+            """One run of every camera under its own ids (``tag``): flat out (fps None) or paced."""
+            named = {f"{tag}-{cam}": frames for cam, frames in jpegs.items()}
+            source = ReplayedFrames(f"{tag}", named, count=count, fps=fps or 10.0, realtime=fps is not None)
+            entered: dict[tuple[str, int], float] = {}
+            runner = IngestRunner([source], ClientConfig(url=triton.grpc_url), publisher, max_batch=batch,
+                                  in_flight=in_flight, on_published=lambda c, r: entered.__setitem__(
+                                      (c.camera_id, c.frame_index), c.enqueued))  # fmt: skip
+            start = time.monotonic()
+            stats = runner.run()
+            deadline = time.monotonic() + 120
+            while sum(1 for k in entered if k in done) < len(entered) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            latencies = np.array([done[k] - entered[k] for k in entered if k in done])
+            end = max((done[k] for k in entered if k in done), default=time.monotonic())
+            return {"fps": len(latencies) / (end - start), "frames": len(latencies),
+                    "p50_ms": percentile_ms(latencies, 50) if latencies.size else float("nan"),
+                    "p99_ms": percentile_ms(latencies, 99) if latencies.size else float("nan"),
+                    "dropped": dict(stats.dropped)}  # fmt: skip
+
+        log.info("capacity: %d cameras flat out", cameras)
+        runs["capacity"] = run("cap", frames_per_camera, None)
+        capacity = runs["capacity"]["fps"]
+        for load in loads:
+            per_camera = capacity * load / 100 / cameras
+            count = max(10, round(per_camera * paced_seconds))
+            log.info("paced at %d%% of capacity: %.2f fps per camera, %d frames each", load, per_camera, count)
+            runs[str(load)] = run(f"p{load}", count, per_camera)
         publisher.close()
-        expected = len(entered)
-        deadline = time.monotonic() + 120
-        while sum(1 for k in entered if k in done) < expected and time.monotonic() < deadline:
-            time.sleep(0.1)
-        end = max(done.values()) if done else time.monotonic()
         proc.stop()
         worker.join(timeout=30)
         proc.close()
-    latencies = np.array([done[k] - entered[k] for k in entered if k in done])
-    pipeline_fps = len(latencies) / (end - start)
+    cap = runs["capacity"]
     figures = {
-        "pipeline_fps": round(pipeline_fps, 2),
+        "pipeline_fps": round(cap["fps"], 2),
         "model_fps": round(model_fps, 2),
-        "pipeline_efficiency": round(pipeline_fps / model_fps, 3),
-        "latency_p50_ms": round(percentile_ms(latencies, 50), 1),
-        "latency_p99_ms": round(percentile_ms(latencies, 99), 1),
-        "frames": len(latencies),
+        "pipeline_efficiency": round(cap["fps"] / model_fps, 3),
+        "latency_p50_ms": round(cap["p50_ms"], 1),
+        "latency_p99_ms": round(cap["p99_ms"], 1),
+        "paced_fps": {k: round(v["fps"], 2) for k, v in runs.items() if k != "capacity"},
+        "paced_latency_p50_ms": {k: round(v["p50_ms"], 1) for k, v in runs.items() if k != "capacity"},
+        "paced_latency_p99_ms": {k: round(v["p99_ms"], 1) for k, v in runs.items() if k != "capacity"},
+        "frames": cap["frames"],
         "cameras": cameras,
-        "frames_dropped": dict(stats.dropped),
+        "frames_dropped": {k: v["dropped"] for k, v in runs.items() if v["dropped"]},
         "batch": batch,
+        "in_flight": in_flight,
+        "model": spec.name,
     }
     _write(figures, json_path)
     return figures

@@ -4,7 +4,9 @@ frame index and capture time, reports its state, and (for streams) reconnects wi
 - :class:`SyntheticVehicle`: the simulator's front/right/rear/left cameras of one vehicle, with
   the true instances of every frame (for scoring);
 - :class:`VideoSource`: a video file or a stream URL (RTSP, HTTP MJPEG) through OpenCV/FFmpeg;
-- :class:`JpegFolder`: a folder of JPEG files, sent as they are (no re-encoding).
+- :class:`JpegFolder`: a folder of JPEG files, sent as they are (no re-encoding);
+- :class:`ReplayedFrames`: JPEG frames encoded beforehand, replayed for a set of cameras at a given
+  rate (benchmarks: nothing is rendered or encoded while the pipeline is measured).
 """
 
 from __future__ import annotations
@@ -230,6 +232,32 @@ class JpegFolder(Source):
                 bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
                 image = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             yield CapturedFrame(self.camera_id, self.vehicle_id, index, index / self.nominal_fps, data, image=image)
+        self.state = SourceState.ENDED
+
+
+class ReplayedFrames(Source):
+    """``count`` frames per camera from ``jpegs`` (camera id -> encoded frames, reused in turn), at ``fps`` each."""
+
+    def __init__(self, vehicle_id: str, jpegs: dict[str, list[bytes]], *, count: int, fps: float = 10.0,
+                 realtime: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        if not jpegs or not all(jpegs.values()):
+            raise ValueError("replayed frames: every camera needs at least one frame")
+        self.vehicle_id, self.jpegs, self.count = vehicle_id, jpegs, count
+        self.nominal_fps, self.realtime = fps, realtime
+
+    @property
+    def camera_ids(self) -> list[str]:
+        return list(self.jpegs)
+
+    def frames(self) -> Iterator[CapturedFrame]:
+        self.state = SourceState.STREAMING
+        for index in range(self.count):
+            if self._stop.is_set():
+                break
+            for camera_id, frames in self.jpegs.items():
+                yield CapturedFrame(camera_id, self.vehicle_id, index, index / self.nominal_fps,
+                                    frames[index % len(frames)])  # fmt: skip
         self.state = SourceState.ENDED
 
 
