@@ -177,6 +177,13 @@ def cmd_bench_consumer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_all(args: argparse.Namespace) -> int:
+    from pipeline.bench.all import bench_all
+
+    bench_all(model_arch=args.arch, json_path=args.json)
+    return 0
+
+
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from pipeline.bench.streaming import bench_pipeline
 
@@ -526,6 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--paced-seconds", type=float, default=12.0, help="length of each paced run (50/75/90%%)")
     bp.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
     bp.set_defaults(func=cmd_bench_pipeline)
+    ba = bsub.add_parser("all", help="model, serving, consumer and pipeline in one run, figures merged, each "
+                                     "next to its same-run baseline (about 10 minutes on 2 cores)")  # fmt: skip
+    ba.add_argument("--arch", choices=archs, default="r50_giam", help="architecture of the model benchmark")
+    ba.add_argument("--json", type=Path, help="write every figure as one JSON object")
+    ba.set_defaults(func=cmd_bench_all)
 
     repo = sub.add_parser("repo", help="the Triton model repository")
     rsub = repo.add_subparsers(dest="repo_command", required=True)
