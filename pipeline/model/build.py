@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pipeline.model.backbone import ResNet
 from pipeline.model.decoder import InstanceBranch, MaskBranch, SparseInstDecoder
 from pipeline.model.encoder import InstanceContextEncoder
+from pipeline.model.mobilenet import MobileNetV2
 from pipeline.model.sparseinst import ModelInfo, SparseInst
 
 
@@ -24,8 +25,9 @@ def _sparseinst(
     kernel_dim: int = 128,
     groups: int = 1,
     softmax: bool = False,
+    backbone: MobileNetV2 | ResNet | None = None,
 ) -> SparseInst:
-    backbone = ResNet(depth, width=width, norm=norm)
+    backbone = backbone or ResNet(depth, width=width, norm=norm)
     encoder = InstanceContextEncoder(backbone.output_shape, channels=channels)
     in_channels = encoder.out_spec.channels + 2  # + x/y coordinate maps
     decoder = SparseInstDecoder(
@@ -79,11 +81,27 @@ def build_r18_giam_tiny() -> SparseInst:
     )
 
 
+def build_mbv2_giam() -> SparseInst:
+    """Small variant on an ImageNet-initialisable MobileNetV2 (strides 8/16/32), heads as ``r18_giam_tiny``."""
+    return _sparseinst(
+        "mbv2_giam",
+        depth=0,
+        backbone=MobileNetV2(),
+        channels=128,
+        dim=128,
+        num_convs=2,
+        num_masks=50,
+        kernel_dim=64,
+        groups=4,
+    )
+
+
 MODEL_BUILDERS: dict[str, Callable[[], SparseInst]] = {
     "r50_base": build_r50_base,
     "r50_giam": build_r50_giam,
     "r50_giam_soft": build_r50_giam_soft,
     "r18_giam_tiny": build_r18_giam_tiny,
+    "mbv2_giam": build_mbv2_giam,
 }
 
 

@@ -56,6 +56,9 @@ class TrainConfig(BaseModel):
     amp: bool = Field(True, description="mixed precision; only used on CUDA")
     resume: bool = True
     init_weights: Path | None = None
+    backbone_weights: Literal["imagenet"] | None = Field(
+        None, description="start the backbone from ImageNet weights (MobileNetV2 backbones; training only)"
+    )
 
     def model_post_init(self, __context: object) -> None:
         if self.arch not in MODEL_BUILDERS:
@@ -116,7 +119,15 @@ def train(cfg: TrainConfig) -> Path:
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))  # fmt: skip
     torch.manual_seed(cfg.torch_seed)
-    model: SparseInst = build_model(cfg.arch).to(device)
+    model: SparseInst = build_model(cfg.arch)
+    if cfg.backbone_weights == "imagenet":
+        from pipeline.model.mobilenet import MobileNetV2, load_imagenet
+
+        if not isinstance(model.backbone, MobileNetV2):
+            raise ConfigError(f"backbone_weights: ImageNet weights exist for MobileNetV2 backbones, not {cfg.arch}")
+        load_imagenet(model.backbone)
+        log.info("backbone of %s initialised from ImageNet MobileNetV2 weights", cfg.arch)
+    model = model.to(device)
     if cfg.init_weights:
         init = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
         load_state_dict_strict(model, init.get("model", init), source=str(cfg.init_weights))

