@@ -2,9 +2,10 @@
 
 A mask of an (H, W) frame is a sorted list of half-open intervals ``[start, end)`` over the
 column-major flat index (pixel (y, x) is ``x * H + y``), exactly the "ones" runs of its COCO RLE.
-Area, centroid, the share inside a zone, IoU between all pairs and a box crop are computed on
-the intervals with vectorized numpy, for all masks of a frame at once, so nothing is ever decoded
-to a full frame. Every ``counts`` string of a frame is parsed in one pass (no Python loop per run).
+Every ``counts`` string of a message is parsed in one compiled pass, which also yields each
+mask's area, pixel sums (centroid) and box. The share inside a zone, IoU between all pairs whose
+boxes touch, and box crops are computed on the intervals, all masks of a frame per call, so
+nothing is ever decoded to a full frame.
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ _ERRORS = {1: "RLE counts hold characters outside the encoding's range", 2: "tru
 
 @njit(cache=True)
 def _add_interval(stats: np.ndarray, i: int, s: int, e: int, h: int) -> None:
-    q0, r0 = s // h, s % h
-    q1, r1 = e // h, e % h
+    q0 = s // h
+    q1 = e // h
+    r0, r1 = s - q0 * h, e - q1 * h
     st = stats[i]
     st[0] += e - s
     st[1] += (h * q1 * (q1 - 1) // 2 + r1 * q1) - (h * q0 * (q0 - 1) // 2 + r0 * q0)
     st[2] += (q1 * (h * (h - 1) // 2) + r1 * (r1 - 1) // 2) - (q0 * (h * (h - 1) // 2) + r0 * (r0 - 1) // 2)
-    c0, c1 = q0, (e - 1) // h
-    y0, y1 = (r0, (e - 1) % h) if c0 == c1 else (0, h - 1)
+    c0, c1 = q0, (q1 if r1 > 0 else q1 - 1)  # the column of the last pixel, e - 1
+    y0, y1 = (r0, (r1 if r1 > 0 else h) - 1) if c0 == c1 else (0, h - 1)
     if st[0] == e - s:  # the first interval of the mask
         st[3], st[4], st[5], st[6] = c0, y0, c1 + 1, y1 + 1
     else:
