@@ -132,6 +132,8 @@ class ConsumerSettings(BaseModel):
     session_timeout_s: float = Field(15.0, ge=6.0, le=300.0, description="a member silent this long leaves the group")
     transaction_timeout_s: float = Field(60.0, ge=1.0, le=900.0, description="a dead member's open transaction is "
                                          "aborted by the broker after this")  # fmt: skip
+    max_poll_records: int = Field(64, ge=1, le=10_000, description="records per poll, and so per transaction: "
+                                  "more is fewer commits (throughput), fewer is earlier events (latency)")  # fmt: skip
 
     def sink_path(self, member: str) -> Path | None:
         return Path(str(self.sink).replace("{member}", member)) if self.sink else None

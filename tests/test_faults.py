@@ -19,6 +19,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
@@ -142,9 +143,32 @@ def test_triton_killed_mid_stream_and_restarted_publishes_every_frame_once(clust
     record("Triton SIGKILLed mid-stream, restarted", read=read, published=acked, dropped=stats.dropped, events=events)
 
 
-def _member(config: str, member: str) -> subprocess.Popen:
+def _member(config: str, member: str, stderr: Path | None = None) -> subprocess.Popen:
+    """A ``consume`` process; its log goes to ``stderr`` (a file, readable while it runs) or a pipe."""
+    err = stderr.open("w") if stderr is not None else subprocess.PIPE
     return subprocess.Popen([sys.executable, "-m", "pipeline", "consume", "--config", config, "--member-id", member],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO_ROOT)  # fmt: skip
+
+
+def _produce(conn: KafkaConnection, topic: str, frames: list) -> None:
+    producer = KafkaProducer(**conn.client_args(), acks="all", linger_ms=5, compression_type="gzip")
+    for f in frames:
+        producer.send(topic, key=f.camera_id.encode(), value=f.model_dump_json().encode())
+    producer.flush()
+    producer.close()
+
+
+def _cameras_on_every_partition(partitions: int) -> list[str]:
+    """Camera ids whose keys land on every partition (Kafka's default partitioner: murmur2 of the key)."""
+    from kafka.partitioner.default import murmur2
+
+    chosen: dict[int, str] = {}
+    k = 0
+    while len(chosen) < partitions:
+        cam = f"veh-9/cam{k}"
+        chosen.setdefault((murmur2(cam.encode()) & 0x7FFFFFFF) % partitions, cam)
+        k += 1
+    return [chosen[p] for p in range(partitions)]
 
 
 def _in_transaction(conn: KafkaConnection, transactional_ids: list[str]) -> str | None:
@@ -170,19 +194,17 @@ def test_three_members_of_one_group_and_one_killed_mid_transaction_keep_events_e
     topics = new_topics(conn, SPEC)
     group = f"g-{uuid.uuid4().hex[:8]}"
     cameras = [f"veh-{v}/{side}" for v in range(1, 5) for side in ("front", "right")]
-    frames = [f for i, cam in enumerate(cameras) for f in moving_cars(150, camera_id=cam, seed=i, stream_epoch=1)]
+    # 720p frames and large polls keep each transaction open long enough to be caught inside it
+    frames = [f for i, cam in enumerate(cameras)
+              for f in moving_cars(200, camera_id=cam, seed=i, stream_epoch=1, width=1280, height=720)]  # fmt: skip
     config = tmp_path / "consume.yaml"
     config.write_text(yaml.safe_dump({
         "kafka": {"bootstrap": cluster.bootstrap, "detections_topic": topics.detections,
                   "events_topic": topics.events, "topics": SPEC.model_dump(), "create_topics": False},
         "consumer": {"rules": str(RULES_PATH), "group_id": group, "sink": None, "session_timeout_s": 6,
-                     "transaction_timeout_s": 10},
+                     "transaction_timeout_s": 10, "max_poll_records": 400},
     }))  # fmt: skip
-    producer = KafkaProducer(**conn.client_args(), acks="all", linger_ms=5, compression_type="gzip")
-    for f in frames:
-        producer.send(topics.detections, key=f.camera_id.encode(), value=f.model_dump_json().encode())
-    producer.flush()
-    producer.close()
+    _produce(conn, topics.detections, frames)
 
     members = {m: _member(str(config), m) for m in ("m1", "m2", "m3")}
     victims: list[str] = []
@@ -205,7 +227,22 @@ def test_three_members_of_one_group_and_one_killed_mid_transaction_keep_events_e
         victim = victims[0].rsplit(".", 1)[1]
         members[victim].send_signal(signal.SIGKILL)
         members[victim].wait()
-        members["m4"] = _member(str(config), "m4")  # a fourth joins while the victim's partitions move
+        # a fourth joins while the victim's partitions move; once it owns partitions, more cameras come
+        # in on every partition, so each live member has work after the rebalance
+        m4_log = tmp_path / "m4.log"
+        members["m4"] = _member(str(config), "m4", stderr=m4_log)
+        wait_for(
+            lambda: (
+                "member m4 assigned partitions [" in m4_log.read_text()
+                and "member m4 assigned partitions []" not in m4_log.read_text()
+            ),
+            120,
+            "m4 to own partitions",
+        )
+        late = _cameras_on_every_partition(SPEC.partitions)
+        later = [f for i, cam in enumerate(late) for f in moving_cars(20, camera_id=cam, seed=100 + i, stream_epoch=1)]
+        _produce(conn, topics.detections, later)
+        frames += later
         wait_for(lambda: group_caught_up(conn, group, topics.detections), 240, "the group to commit every frame")
         for name, p in members.items():
             if name != victim:
@@ -217,6 +254,7 @@ def test_three_members_of_one_group_and_one_killed_mid_transaction_keep_events_e
                 p.kill()
     summaries = {}
     for name, (out, err) in outputs.items():
+        err = err if err is not None else m4_log.read_text()
         assert members[name].returncode == 0, f"{name} failed: {err[-2000:]}"
         summaries[name] = json.loads(out)
     assert all(s["messages"] > 0 for s in summaries.values()), summaries  # every live member did work

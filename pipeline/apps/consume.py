@@ -26,7 +26,7 @@ def run_consume(settings: Settings, *, idle_exit_s: float | None = None, on_metr
     c = settings.consumer
     member = c.member_id or default_member_id()
     processor = EventProcessor(conn, rules_of(settings), topics=topics, group_id=c.group_id, member_id=member,
-                               session_timeout_s=c.session_timeout_s,
+                               session_timeout_s=c.session_timeout_s, max_poll_records=c.max_poll_records,
                                transaction_timeout_s=c.transaction_timeout_s)  # fmt: skip
     sink_path = c.sink_path(member)
     sink = store = worker = None
