@@ -29,7 +29,6 @@ from consumers.tracking import (
     FrameObservations,
     Observation,
     Track,
-    TrackMasks,
     assign,
     assign_by_identity,
     decode_mask,
@@ -75,13 +74,12 @@ class CameraProcessor:
 
     # -------------------------------------------------------------------------------- entry points
 
-    def consume(self, frame: FrameDetections, masks: RunMasks | None = None) -> tuple[list[Event], str | None]:
+    def consume(self, frame: FrameDetections) -> tuple[list[Event], str | None]:
         """One message of the camera's stream: its events, and why it was skipped (or None).
 
         Frames are identified by (``stream_epoch``, ``frame_index``). A newer epoch is a restarted
         source: the old stream's open tracks are closed and the camera goes on. An older epoch
-        (``stale_stream``) or a frame already processed (``duplicate``) is skipped. ``masks`` are
-        the frame's masks when the caller parsed them already (one pass for many messages).
+        (``stale_stream``) or a frame already processed (``duplicate``) is skipped.
         """
         st = self.state
         if frame.stream_epoch < st.stream_epoch:
@@ -95,7 +93,7 @@ class CameraProcessor:
             events += self.flush(meta)
             st.last_index = frame.frame_index
             return events, None
-        return events + self.process(frame, masks), None
+        return events + self.process(frame), None
 
     def restart(self, epoch: int) -> list[Event]:
         """A new run of the camera's source: end the old stream's tracks, keep counts and track numbering."""
@@ -111,15 +109,14 @@ class CameraProcessor:
         self._dirty.clear()
         return events
 
-    def process(self, frame: FrameDetections, masks: RunMasks | None = None) -> list[Event]:
+    def process(self, frame: FrameDetections) -> list[Event]:
         meta = FrameMeta(frame.camera_id, frame.vehicle_id, frame.frame_index, frame.capture_time, frame.width,
                          frame.height, frame.model_name, frame.model_version, frame.decode_errors,
                          frame.stream_epoch)  # fmt: skip
         for d in frame.instances:
             if tuple(d.mask.size) != (frame.height, frame.width):
                 raise ValueError(f"mask of query {d.query} is {d.mask.size}, the frame {frame.height}x{frame.width}")
-        if masks is None:
-            masks = frame_masks(frame)
+        masks = RunMasks.from_counts([d.mask.counts for d in frame.instances], frame.height, frame.width)
         kept = [i for i, d in enumerate(frame.instances) if d.score >= self.rules.min_score or self.truth]
         if len(kept) < len(frame.instances):
             masks = (
@@ -134,12 +131,10 @@ class CameraProcessor:
         st = self.state
         if meta.frame_index <= st.last_index:
             return []
-        if meta.camera_id != self.camera_id:
-            meta = replace(meta, camera_id=self.camera_id)
         if not isinstance(observations, FrameObservations):
             observations = FrameObservations([o for o in observations if o.score >= self.rules.min_score
                                               or self.truth])  # fmt: skip
-        frame = FrameContext(meta, st, self.camera, self.rules, observations)
+        frame = self._context(meta, observations)
         events = self.health.trigger(frame)
         events += self._track(frame)
         for rule in (self.zones, self.lines, self.proximity, self.occupancy):
@@ -152,9 +147,7 @@ class CameraProcessor:
         """End every open track (the stream is over): their exits and ends, and the last window."""
         if not meta.model_name:  # an end-of-stream marker carries no model: the events keep the last one
             meta = replace(meta, model_name=self.state.model_name, model_version=self.state.model_version)
-        if meta.camera_id != self.camera_id:
-            meta = replace(meta, camera_id=self.camera_id)
-        frame = FrameContext(meta, self.state, self.camera, self.rules)
+        frame = self._context(meta)
         events: list[Event] = []
         for track in list(self.state.tracks):
             if track.confirmed:
@@ -173,9 +166,15 @@ class CameraProcessor:
         self._dirty.clear()
         return self.state
 
+    def _context(self, meta: FrameMeta, obs: FrameObservations | None = None) -> FrameContext:
+        """What the rules see of a frame; events always name this processor's camera."""
+        if meta.camera_id != self.camera_id:
+            meta = replace(meta, camera_id=self.camera_id)
+        return FrameContext(meta, self.state, obs)
+
     # -------------------------------------------------------------------------------- tracking
 
-    def _last_masks(self, tracks: list[Track]) -> TrackMasks:
+    def _last_masks(self, tracks: list[Track]) -> RunMasks:
         """The tracks' last masks side by side: one gather per frame they came from (usually one)."""
         for t in tracks:
             if t.track_id not in self._masks:
@@ -184,8 +183,8 @@ class CameraProcessor:
         first = self._masks[tracks[0].track_id][0]
         picks = [self._masks[t.track_id] for t in tracks]
         if all(masks is first for masks, _ in picks):  # the usual case: all seen in the last frame
-            return TrackMasks(first.select([j for _, j in picks]))
-        return TrackMasks(RunMasks.concat([masks.take(j) for masks, j in picks]))
+            return first.select([j for _, j in picks])
+        return RunMasks.concat([masks.take(j) for masks, j in picks])
 
     def _remember(self, t: Track, obs: FrameObservations, j: int) -> None:
         self._masks[t.track_id] = (obs.masks, j)
@@ -265,9 +264,4 @@ class CameraProcessor:
         return events
 
 
-def frame_masks(frame: FrameDetections) -> RunMasks:
-    """The masks of one message, parsed from their RLE strings in one pass."""
-    return RunMasks.from_counts([d.mask.counts for d in frame.instances], frame.height, frame.width)
-
-
-__all__ = ["CameraProcessor", "CameraRules", "CameraState", "FrameMeta", "Rules", "Zone", "event_id", "frame_masks"]
+__all__ = ["CameraProcessor", "CameraRules", "CameraState", "FrameMeta", "Rules", "Zone", "event_id"]

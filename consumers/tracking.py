@@ -4,7 +4,7 @@ Detections are assigned one-to-one to tracks with the Hungarian method on ``1 - 
 below ``track_iou`` stay unassigned. A track survives ``max_misses`` frames without a detection,
 so a short occlusion or a missed frame does not end it. Masks stay run-length encoded
 (:class:`~pipeline.runmasks.RunMasks`): IoU is computed on the runs, for all pairs whose boxes
-touch, in one vectorized pass.
+touch, in one compiled call.
 """
 
 from __future__ import annotations
@@ -97,17 +97,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-@dataclass
-class TrackMasks:
-    """The last masks of a camera's tracks, in track order."""
-
-    masks: RunMasks
-
-
-def association_iou(tracks: list[Track], last: TrackMasks, obs: FrameObservations) -> np.ndarray:
-    """IoU between each track's last mask and each observation; box IoU where either mask is empty."""
-    iou = last.masks.iou(obs.masks)
-    empty = (last.masks.areas() == 0)[:, None] | (obs.areas == 0)[None, :]
+def association_iou(tracks: list[Track], last: RunMasks, obs: FrameObservations) -> np.ndarray:
+    """IoU between each track's last mask (``last``, in track order) and each observation; box IoU where
+    either mask is empty."""
+    iou = last.iou(obs.masks)
+    empty = (last.areas() == 0)[:, None] | (obs.areas == 0)[None, :]
     if empty.any():
         b = box_iou(np.array([t.box for t in tracks], float), np.array([o.box for o in obs.items], float))
         iou = np.where(empty, b, iou)
@@ -122,7 +116,7 @@ def vote(track: Track, obs: Observation) -> None:
     track.class_name = max(sorted(track.class_votes), key=lambda c: track.class_votes[c])
 
 
-def assign(tracks: list[Track], last: TrackMasks, obs: FrameObservations, min_iou: float) -> list[tuple[int, int]]:
+def assign(tracks: list[Track], last: RunMasks, obs: FrameObservations, min_iou: float) -> list[tuple[int, int]]:
     """One-to-one (track index, observation index) pairs with IoU >= ``min_iou``.
 
     A class change does not break a track (detectors flicker between car, truck and bus); at

@@ -78,13 +78,19 @@ def string_to_runs(counts: str) -> list[int]:
     return runs
 
 
-def encode(mask: np.ndarray) -> dict:
-    """(H, W) bool -> ``{"size": [H, W], "counts": str}``."""
+def encode(mask: np.ndarray, columns: tuple[int, int] | None = None) -> dict:
+    """(H, W) bool -> ``{"size": [H, W], "counts": str}``.
+
+    Only the columns that hold pixels are scanned (the rest is zeros); ``columns`` (x0, x1) names
+    them when already known, e.g. from the mask's box.
+    """
     h, w = mask.shape
-    cols = np.flatnonzero(np.asarray(mask, bool).any(axis=0))
-    if cols.size == 0:
+    if columns is None:
+        cols = np.flatnonzero(np.asarray(mask, bool).any(axis=0))
+        columns = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 0)
+    x0, x1 = columns
+    if x1 <= x0:
         return {"size": [int(h), int(w)], "counts": runs_to_string([h * w] if h * w else [])}
-    x0, x1 = int(cols[0]), int(cols[-1]) + 1  # runs of the columns that hold pixels, the rest is zeros
     return {"size": [int(h), int(w)], "counts": runs_to_string(strip_runs(mask[:, x0:x1], x0, w))}
 
 

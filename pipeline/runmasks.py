@@ -45,7 +45,7 @@ def _add_interval(stats: np.ndarray, i: int, s: int, e: int, h: int) -> None:
 
 
 @njit(cache=True)
-def _parse(buf: np.ndarray, char_end: np.ndarray, sizes: np.ndarray, heights: np.ndarray):
+def _parse(buf: np.ndarray, char_end: np.ndarray, h: int, size: int):
     n = char_end.size
     cap = buf.size // 2 + n + 1
     starts, ends = np.empty(cap, np.int64), np.empty(cap, np.int64)
@@ -53,7 +53,7 @@ def _parse(buf: np.ndarray, char_end: np.ndarray, sizes: np.ndarray, heights: np
     stats = np.zeros((n, 7), np.int64)
     m, pos = 0, 0
     for i in range(n):
-        end, h = char_end[i], heights[i]
+        end = char_end[i]
         total, k, back1, back2 = 0, 0, 0, 0
         if pos >= end:
             return starts, ends, offsets, stats, 2, i
@@ -84,7 +84,7 @@ def _parse(buf: np.ndarray, char_end: np.ndarray, sizes: np.ndarray, heights: np
             total += x
             back2, back1 = back1, x
             k += 1
-        if total != sizes[i]:
+        if total != size:
             return starts, ends, offsets, stats, 5, i
         offsets[i + 1] = m
     return starts[:m], ends[:m], offsets, stats, 0, -1
@@ -135,13 +135,10 @@ def _overlap(starts: np.ndarray, ends: np.ndarray, first: np.ndarray, last: np.n
     return out
 
 
-def parse_counts(counts: Sequence[str | bytes], sizes: int | Sequence[int] | np.ndarray,
-                 heights: int | Sequence[int] | np.ndarray = 1) -> tuple[
+def parse_counts(counts: Sequence[str | bytes], height: int, width: int) -> tuple[
         np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Parse COCO ``counts`` strings into foreground intervals, all strings in one compiled pass.
-
-    ``sizes`` is the pixel count of each mask's frame and ``heights`` its height (or one value for
-    all). Returns ``(starts, ends, offsets, stats)``: mask ``i`` owns ``starts[offsets[i]:offsets[i +
+    """Parse COCO ``counts`` strings of ``height`` x ``width`` masks into foreground intervals, in one
+    compiled pass. Returns ``(starts, ends, offsets, stats)``: mask ``i`` owns ``starts[offsets[i]:offsets[i +
     1]]``; ``stats[i]`` is its area, sums of x and y, and box. Raises ``ValueError`` for a malformed
     string or runs that do not cover the frame.
     """
@@ -149,9 +146,7 @@ def parse_counts(counts: Sequence[str | bytes], sizes: int | Sequence[int] | np.
     n = len(raw)
     buf = np.frombuffer(b"".join(raw), np.uint8) if n else np.zeros(0, np.uint8)
     char_end = np.cumsum(np.fromiter(map(len, raw), np.int64, n))
-    size = np.full(n, sizes, np.int64) if np.isscalar(sizes) else np.asarray(sizes, np.int64)
-    height = np.full(n, heights, np.int64) if np.isscalar(heights) else np.asarray(heights, np.int64)
-    starts, ends, offsets, stats, error, bad = _parse(buf, char_end, size, height)
+    starts, ends, offsets, stats, error, bad = _parse(buf, char_end, max(height, 1), height * width)
     if error:
         raise ValueError(f"mask {bad}: {_ERRORS[error]}")
     return starts, ends, offsets, stats
@@ -177,7 +172,7 @@ class RunMasks:
 
     @classmethod
     def from_counts(cls, counts: Sequence[str], height: int, width: int) -> RunMasks:
-        starts, ends, offsets, stats = parse_counts(counts, height * width, height)
+        starts, ends, offsets, stats = parse_counts(counts, height, width)
         return cls(height, width, starts, ends, offsets, stats, counts)
 
     @classmethod

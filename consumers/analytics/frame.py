@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from consumers.analytics.geometry import polygon_prefix
-from consumers.rules import CameraRules, Rules, Zone
+from consumers.rules import Zone
 from consumers.tracking import FrameObservations, Track
 from pipeline.messages import Event
 
@@ -32,15 +32,14 @@ def event_id(*parts: object) -> str:
 
 
 class FrameContext:
-    """One frame of one camera: meta, the camera's state and rules, and the confirmed tracks of the frame.
+    """One frame of one camera: meta, the camera's state, and the confirmed tracks of the frame.
 
     ``matched`` pairs each confirmed track with the index of its observation in ``obs``. Mask
     geometry (zone shares, centroids) is computed for all observations at once, on first use.
     """
 
-    def __init__(self, meta: FrameMeta, state, camera: CameraRules, rules: Rules,
-                 obs: FrameObservations | None = None) -> None:  # fmt: skip
-        self.meta, self.state, self.camera, self.rules = meta, state, camera, rules
+    def __init__(self, meta: FrameMeta, state, obs: FrameObservations | None = None) -> None:
+        self.meta, self.state = meta, state
         self.obs = obs if obs is not None else FrameObservations([])
         self.matched: list[tuple[Track, int]] = []
         self._shares: dict[str, list[float]] = {}

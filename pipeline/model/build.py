@@ -13,10 +13,8 @@ from pipeline.model.sparseinst import ModelInfo, SparseInst
 
 def _sparseinst(
     arch: str,
+    backbone: ResNet | MobileNetV2,
     *,
-    depth: int,
-    width: int = 64,
-    norm: str = "FrozenBN",
     channels: int = 256,
     dim: int = 256,
     num_convs: int = 4,
@@ -25,9 +23,7 @@ def _sparseinst(
     kernel_dim: int = 128,
     groups: int = 1,
     softmax: bool = False,
-    backbone: MobileNetV2 | ResNet | None = None,
 ) -> SparseInst:
-    backbone = backbone or ResNet(depth, width=width, norm=norm)
     encoder = InstanceContextEncoder(backbone.output_shape, channels=channels)
     in_channels = encoder.out_spec.channels + 2  # + x/y coordinate maps
     decoder = SparseInstDecoder(
@@ -49,17 +45,21 @@ def _sparseinst(
 
 def build_r50_base() -> SparseInst:
     """Official ``sparse_inst_r50_base``: R-50, IAM decoder, 100 queries."""
-    return _sparseinst("r50_base", depth=50)
+    return _sparseinst("r50_base", ResNet(50))
 
 
 def build_r50_giam() -> SparseInst:
     """Official ``sparse_inst_r50_giam``: R-50, group IAM (4 groups)."""
-    return _sparseinst("r50_giam", depth=50, groups=4)
+    return _sparseinst("r50_giam", ResNet(50), groups=4)
 
 
 def build_r50_giam_soft() -> SparseInst:
     """Official ``sparse_inst_r50_giam_soft``: G-IAM normalised with a softmax (FP16-safe)."""
-    return _sparseinst("r50_giam_soft", depth=50, groups=4, softmax=True)
+    return _sparseinst("r50_giam_soft", ResNet(50), groups=4, softmax=True)
+
+
+# narrow two-conv heads and 50 queries: the small CPU variants
+_SMALL_HEADS = {"channels": 128, "dim": 128, "num_convs": 2, "num_masks": 50, "kernel_dim": 64, "groups": 4}
 
 
 def build_r18_giam_tiny() -> SparseInst:
@@ -67,33 +67,12 @@ def build_r18_giam_tiny() -> SparseInst:
 
     It keeps the 80 COCO classes so it is a drop-in for the official models.
     """
-    return _sparseinst(
-        "r18_giam_tiny",
-        depth=18,
-        width=32,
-        norm="BN",
-        channels=128,
-        dim=128,
-        num_convs=2,
-        num_masks=50,
-        kernel_dim=64,
-        groups=4,
-    )
+    return _sparseinst("r18_giam_tiny", ResNet(18, width=32, norm="BN"), **_SMALL_HEADS)
 
 
 def build_mbv2_giam() -> SparseInst:
     """Small variant on an ImageNet-initialisable MobileNetV2 (strides 8/16/32), heads as ``r18_giam_tiny``."""
-    return _sparseinst(
-        "mbv2_giam",
-        depth=0,
-        backbone=MobileNetV2(),
-        channels=128,
-        dim=128,
-        num_convs=2,
-        num_masks=50,
-        kernel_dim=64,
-        groups=4,
-    )
+    return _sparseinst("mbv2_giam", MobileNetV2(), **_SMALL_HEADS)
 
 
 MODEL_BUILDERS: dict[str, Callable[[], SparseInst]] = {

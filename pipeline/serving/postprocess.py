@@ -92,7 +92,6 @@ class FrameResult:
     boxes: np.ndarray  # (K, 4) float32 xyxy in frame pixels
     masks: np.ndarray  # (K, H, W) bool
     query_index: np.ndarray  # (K,) int32
-    crops: list[tuple[int, int, np.ndarray] | None] | None = None  # (y0, x0, mask in its box) per instance
 
 
 def postprocess_frame(
@@ -122,10 +121,8 @@ def postprocess_frame(
     cols = resampling_band(probs.shape[2], stride, rw, ow)
     masks = np.zeros((idx.size, oh, ow), bool)
     boxes = np.zeros((idx.size, 4), np.float32)
-    crops = []
     for k in range(idx.size):  # full-size resampling only inside each instance's box
         crop = _resample_box(probs[k], binary[k], rows, cols, mask_threshold)
-        crops.append(crop)
         if crop is None:
             continue
         y0, x0, m = crop
@@ -137,7 +134,6 @@ def postprocess_frame(
         boxes=boxes,
         masks=masks,
         query_index=idx.astype(np.int32),
-        crops=crops,
     )
 
 
@@ -160,15 +156,6 @@ def pack_results(results: list[FrameResult], frame_sizes: np.ndarray) -> dict[st
         out["classes"][i, :n] = r.classes
         out["boxes"][i, :n] = r.boxes
         out["query_index"][i, :n] = r.query_index
-        for j, m in enumerate(r.masks):
-            out["masks_rle"][i, j] = _counts(m, r.crops[j] if r.crops is not None else (0, 0, m)).encode("ascii")
+        for j, (m, box) in enumerate(zip(r.masks, r.boxes)):  # the box bounds the columns to scan
+            out["masks_rle"][i, j] = rle.encode(m, (int(box[0]), int(box[2])))["counts"].encode("ascii")
     return out
-
-
-def _counts(mask: np.ndarray, crop: tuple[int, int, np.ndarray] | None) -> str:
-    """RLE counts of a full-size mask, from the box it lies in (columns outside it are all zeros)."""
-    h, w = mask.shape
-    if crop is None:
-        return rle.runs_to_string([h * w])
-    _, x0, box = crop
-    return rle.runs_to_string(rle.strip_runs(mask[:, x0 : x0 + box.shape[1]], x0, w))
