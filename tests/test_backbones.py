@@ -55,3 +55,20 @@ def test_mbv2_giam_exports_to_onnx(tmp_path):
     report = export_onnx(build_model("mbv2_giam").eval(), tmp_path / "m.onnx", height=128, width=192, verify_batch=1)
     assert (tmp_path / "m.onnx").is_file()
     assert max(report.max_abs_diff.values()) < 1e-3
+
+
+def test_frozen_blocks_keep_their_weights_and_statistics_through_a_training_step():
+    model = build_model("mbv2_giam")
+    model.backbone.freeze(7)
+    model.train()
+    frozen, trained = model.backbone.features[3], model.backbone.features[10]
+    assert not frozen.training and trained.training
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    out = model(torch.randn(2, 3, 128, 192))
+    (out["pred_masks"].mean() + out["pred_logits"].mean()).backward()
+    optimizer.step()
+    after = model.backbone.state_dict()
+    first_seven = tuple(f"features.{i}." for i in range(7))
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(first_seven))
+    assert not torch.equal(before["features.10.conv.1.running_mean"], after["features.10.conv.1.running_mean"])

@@ -7,10 +7,18 @@ import hashlib
 import numpy as np
 import pytest
 
+from pipeline.data.augment import augment, rescale
 from pipeline.data.classes import CLASS_INDEX, COCO_IDS, SCENE_CLASSES
 from pipeline.data.coco import decode_rle, synthetic_coco
 from pipeline.data.evaluate import score_coco
-from pipeline.data.synthetic import MIN_AREA, synthetic_image, synthetic_sequence, vehicle_cameras
+from pipeline.data.synthetic import (
+    MIN_AREA,
+    _occlude,
+    synthetic_image,
+    synthetic_sequence,
+    training_image,
+    vehicle_cameras,
+)
 
 
 def test_same_seed_same_scene_other_seed_other_scene():
@@ -73,3 +81,51 @@ def test_the_training_data_definition_does_not_drift():
             digest.update(np.packbits(inst.mask).tobytes())
             digest.update(bytes([inst.category]))
     assert digest.hexdigest() == "8a2659c12d112f6f2e7f80313fcfb1523e19bc0003fc1804f9a2c32fd6c2c0b0"
+
+
+def test_training_scenes_are_varied_reproducible_and_exactly_labelled():
+    frames = [training_image(3, i) for i in range(12)]
+    again = training_image(3, 5)
+    np.testing.assert_array_equal(again.image, frames[5].image)
+    assert [i.object_id for i in again.instances] == [i.object_id for i in frames[5].instances]
+    for frame in frames:
+        masks = [inst.mask for inst in frame.instances]
+        assert all(m.sum() >= MIN_AREA for m in masks)
+        assert np.sum(masks, axis=0).max(initial=0) <= 1  # visible parts never overlap
+    # crowds: some scene holds many more people than the evaluation scenes' sidewalks give
+    people = max(sum(i.category == CLASS_INDEX["person"] for i in f.instances) for f in frames)
+    assert people >= 12
+
+
+def test_occluders_hide_what_they_cover():
+    frame = synthetic_image(21, 0)
+    before = {i.object_id: i.mask.copy() for i in frame.instances}
+    _occlude(frame, np.random.default_rng(2))
+    after = {i.object_id: i.mask for i in frame.instances}
+    hidden = np.zeros(frame.image.shape[:2], bool)
+    for object_id, mask in before.items():
+        now = after.get(object_id, np.zeros_like(mask))
+        assert not (now & ~mask).any()  # nothing is added to a mask
+        hidden |= mask & ~now
+    assert hidden.any()
+    # what was cut from the masks is covered by the occluders' flat colours (one per occluder)
+    assert len(np.unique(frame.image[hidden], axis=0)) <= 3
+
+
+def test_augmentation_moves_masks_with_the_pixels():
+    frame = synthetic_image(11, 2)
+    masks = np.stack([i.mask for i in frame.instances])
+    labels = np.array([i.category for i in frame.instances])
+    for seed in range(8):
+        image, out, kept = augment(frame.image, masks, labels, np.random.default_rng(seed))
+        assert image.shape == frame.image.shape and image.dtype == np.uint8
+        assert out.shape[1:] == masks.shape[1:] and len(out) == len(kept) <= len(labels)
+        assert set(kept.tolist()) <= set(labels.tolist())
+        assert np.sum(out, axis=0).max(initial=0) <= 1
+        a, b, _ = augment(frame.image, masks, labels, np.random.default_rng(seed))
+        np.testing.assert_array_equal(a, image)
+        np.testing.assert_array_equal(b, out)
+    # zooming out: the scene shrinks into the frame, so every mask shrinks
+    image, small = rescale(frame.image, masks, 0.5, np.random.default_rng(0))
+    assert image.shape == frame.image.shape and small.shape == masks.shape
+    assert 0.2 * masks.sum() < small.sum() < 0.3 * masks.sum()

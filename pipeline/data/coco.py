@@ -72,12 +72,33 @@ def write_synthetic_coco(out_dir: Path, seed: int, num_images: int) -> Path:
     return path
 
 
+def _video_frame(path: Path, index: int) -> np.ndarray | None:
+    """Frame ``index`` (0-based) of a video, read in order: seeking is not frame-exact in every container."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        frame = None
+        for _ in range(index + 1):
+            ok, frame = cap.read()
+            if not ok:
+                return None
+        return frame
+    finally:
+        cap.release()
+
+
 def iter_coco_images(coco_json: Path, images_dir: Path) -> Iterator[tuple[dict, np.ndarray]]:
-    """(image info, RGB uint8 pixels) for every image a COCO json lists."""
+    """(image info, RGB uint8 pixels) for every image a COCO json lists.
+
+    An image with a ``frame`` key is that frame (0-based) of the video named by ``file_name``.
+    """
     gt = json.loads(Path(coco_json).read_text())
     for info in gt["images"]:
         path = Path(images_dir) / info["file_name"]
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        bgr = _video_frame(path, int(info["frame"])) if "frame" in info else cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
-            raise FileNotFoundError(f"cannot read image {path} listed in {coco_json}")
+            where = f"frame {info['frame']} of " if "frame" in info else ""
+            raise FileNotFoundError(f"cannot read {where}{path} listed in {coco_json}")
+        if bgr.shape[:2] != (info.get("height", bgr.shape[0]), info.get("width", bgr.shape[1])):
+            size = f"{bgr.shape[1]}x{bgr.shape[0]}"
+            raise ValueError(f"{path}: {size}, but {coco_json} says {info['width']}x{info['height']}")
         yield info, bgr[:, :, ::-1].copy()

@@ -33,10 +33,27 @@ class MaskAP:
 
 
 def predictions_to_coco(image_id: int, scores: np.ndarray, classes: np.ndarray, masks: np.ndarray) -> list[dict]:
-    return [
-        {"image_id": image_id, "category_id": COCO_IDS[int(c)], "segmentation": encode_rle(m), "score": float(s)}
-        for s, c, m in zip(scores, classes, masks)
-    ]
+    """COCO detection results, with each mask's bounding box (x, y, w, h) as ``bbox``."""
+    out = []
+    for s, c, m in zip(scores, classes, masks):
+        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        bbox = [float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]), float(rows[-1] + 1 - rows[0])] \
+            if rows.size else [0.0, 0.0, 0.0, 0.0]  # fmt: skip
+        out.append({"image_id": image_id, "category_id": COCO_IDS[int(c)], "segmentation": encode_rle(m),
+                    "bbox": bbox, "score": float(s)})  # fmt: skip
+    return out
+
+
+def predict_coco(
+    gt: dict,
+    images: Iterable[tuple[dict, np.ndarray]],
+    predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> list[dict]:
+    """Run ``predict(image) -> (scores, classes, masks)`` on every image; COCO detection results."""
+    results: list[dict] = []
+    for info, image in tqdm(images, total=len(gt["images"]), desc="evaluate", unit="img"):
+        results += predictions_to_coco(info["id"], *predict(image))
+    return results
 
 
 def evaluate_masks(
@@ -45,13 +62,7 @@ def evaluate_masks(
     predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
 ) -> MaskAP:
     """Run ``predict(image) -> (scores, classes, masks)`` on every image and score it against ``gt``."""
-    results: list[dict] = []
-    count = 0
-    for info, image in tqdm(images, total=len(gt["images"]), desc="evaluate", unit="img"):
-        scores, classes, masks = predict(image)
-        results += predictions_to_coco(info["id"], scores, classes, masks)
-        count += 1
-    return score_coco(gt, results, count)
+    return score_coco(gt, predict_coco(gt, images, predict), len(gt["images"]))
 
 
 def score_coco(gt: dict, results: list[dict], num_images: int) -> MaskAP:

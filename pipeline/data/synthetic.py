@@ -124,8 +124,12 @@ def _colour(rng: np.random.Generator) -> tuple[float, float, float]:
     return tuple(np.clip(base + rng.normal(0, 18, 3), 0, 255))
 
 
-def random_world(rng: np.random.Generator, *, density: float = 1.0, span: float = 70.0) -> World:
-    """Road users scattered around the ego vehicle, with plausible motion for sequences."""
+def random_world(rng: np.random.Generator, *, density: float = 1.0, span: float = 70.0, crowds: bool = False) -> World:
+    """Road users scattered around the ego vehicle, with plausible motion for sequences.
+
+    ``crowds`` adds groups of pedestrians on the sidewalks and at crossings; its draws come after
+    all others, so worlds without crowds are unchanged by it.
+    """
     objects: list[WorldObject] = []
 
     def add(cls: str, x: float, z: float, **kw: float) -> None:
@@ -161,7 +165,18 @@ def random_world(rng: np.random.Generator, *, density: float = 1.0, span: float 
         for sign in (-1, 1):
             if rng.random() < 0.7:
                 add("traffic light", sign * (ROAD_HALF + 0.6), float(z), elevation=rng.uniform(3.6, 4.8))
-    return World(objects=objects, scenery=random_scenery(rng))
+    scenery = random_scenery(rng)
+    if crowds:
+        for _ in range(int(rng.integers(1, 6))):
+            sign, z0 = rng.choice([-1.0, 1.0]), rng.uniform(-span / 2, span / 2)
+            crossing = rng.random() < 0.3
+            for _ in range(int(rng.integers(3, 10))):
+                if crossing:  # a group crossing the road
+                    x, vx, vz = sign * rng.uniform(-ROAD_HALF, ROAD_HALF), -sign * rng.uniform(0.8, 1.4), 0.0
+                else:
+                    x, vx, vz = sign * rng.uniform(*SIDEWALK), 0.0, rng.uniform(-1.4, 1.4)
+                add("person", float(x), z0 + rng.uniform(-2.5, 2.5), vx=vx, vz=vz, heading_deg=0.0)
+    return World(objects=objects, scenery=scenery)
 
 
 def random_scenery(rng: np.random.Generator) -> Scenery:
@@ -311,6 +326,61 @@ def synthetic_image(seed: int, index: int, width: int = 640, height: int = 360) 
     world = random_world(rng, density=rng.uniform(0.6, 1.4))
     cam = random_camera(rng, width, height)
     return render(world, cam, t=float(rng.uniform(0, 5)), rng=rng)
+
+
+def elevated_camera(rng: np.random.Generator, width: int = 640, height: int = 360) -> Camera:
+    """A fixed camera on a pole or a building looking down at the road (traffic and parking-lot views)."""
+    name = str(rng.choice(["front", "rear"]))
+    return Camera(
+        name,
+        CAMERA_YAWS[name] + rng.uniform(-35, 35),
+        width,
+        height,
+        focal=width * rng.uniform(0.55, 1.0),
+        mount_height=rng.uniform(3.0, 9.0),
+        pitch_deg=rng.uniform(8, 30),
+        lateral=rng.uniform(-ROAD_HALF, ROAD_HALF),
+    )
+
+
+def _occlude(frame: Frame, rng: np.random.Generator) -> None:
+    """Draw unlabelled foreground occluders (poles, signs, hedges) over the scene and cut them from the masks."""
+    h, w = frame.image.shape[:2]
+    hidden = np.zeros((h, w), bool)
+    for _ in range(int(rng.integers(1, 4))):
+        cover = np.zeros((h, w), np.uint8)
+        x = int(rng.integers(0, w))
+        if rng.random() < 0.6:  # a pole, sometimes with a sign on it
+            half = int(rng.integers(2, 9))
+            cv2.rectangle(cover, (x - half, int(rng.integers(0, h // 2))), (x + half, h), 1, -1)
+            if rng.random() < 0.5:
+                y, size = int(rng.integers(0, h // 2)), int(rng.integers(10, 40))
+                cv2.rectangle(cover, (x - size, y), (x + size, y + size), 1, -1)
+        else:  # a hedge or low wall along the bottom
+            y = int(h - rng.integers(h // 12, h // 4))
+            cv2.rectangle(cover, (x - int(rng.integers(40, w // 2)), y), (x + int(rng.integers(40, w // 2)), h), 1, -1)
+        drawn = cover.astype(bool)
+        frame.image[drawn] = rng.uniform(20, 200, 3).astype(np.uint8)
+        hidden |= drawn
+    for inst in frame.instances:
+        inst.mask &= ~hidden
+    frame.instances = [inst for inst in frame.instances if inst.area >= MIN_AREA]
+
+
+def training_image(seed: int, index: int, width: int = 640, height: int = 360) -> Frame:
+    """A training scene with more variety than :func:`synthetic_image`.
+
+    Denser traffic and crowds, elevated fixed cameras as well as vehicle cameras, and foreground
+    occluders. Evaluation sets keep using :func:`synthetic_image`.
+    """
+    rng = np.random.default_rng([seed, index, 0x7A1])
+    world = random_world(rng, density=rng.uniform(0.6, 2.0), crowds=rng.random() < 0.5)
+    cam = elevated_camera(rng, width, height) if rng.random() < 0.35 else random_camera(rng, width, height)
+    frame = render(world, cam, t=float(rng.uniform(0, 5)), rng=rng, degrade=False)
+    if rng.random() < 0.35:
+        _occlude(frame, rng)
+    frame.image = degrade_image(frame.image, world.scenery.brightness, rng)
+    return frame
 
 
 def iter_synthetic_sequence(

@@ -55,6 +55,23 @@ class MobileNetV2(nn.Module):
         layers.append(nn.Sequential(*_conv_bn_relu(cin, 1280, 1, 1)))
         self.features = nn.Sequential(*layers)
         self.output_shape = {name: FeatureSpec(channels=c, stride=s) for name, (_, c, s) in _TAPS.items()}
+        self.frozen = 0
+
+    def freeze(self, blocks: int) -> None:
+        """Fix the weights and batch-norm statistics of the first ``blocks`` feature blocks.
+
+        Fine-tuning from ImageNet keeps the early, generic filters and saves their backward pass.
+        """
+        self.frozen = blocks
+        for p in self.features[:blocks].parameters():
+            p.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MobileNetV2:
+        super().train(mode)
+        for layer in self.features[: self.frozen]:
+            layer.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}

@@ -19,7 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
-from pipeline.data.synthetic import synthetic_image
+from pipeline.data.augment import augment
+from pipeline.data.synthetic import synthetic_image, training_image
 from pipeline.errors import ConfigError
 from pipeline.model.build import MODEL_BUILDERS, build_model
 from pipeline.model.checkpoint import load_state_dict_strict, save_checkpoint
@@ -37,6 +38,10 @@ class TrainConfig(BaseModel):
     out_dir: Path = Path("runs/train")
     data: Literal["synthetic"] = "synthetic"
     data_seed: int = Field(0, description="seed of the synthetic training set (never reuse it for evaluation)")
+    scenes: Literal["standard", "varied"] = Field(
+        "standard", description="varied: denser traffic, crowds, elevated cameras and occluders"
+    )
+    augment: bool = Field(False, description="scale, light, colour and motion-blur augmentation")
     torch_seed: int = 0
     image_width: int = Field(640, ge=64)
     image_height: int = Field(360, ge=64)
@@ -58,6 +63,9 @@ class TrainConfig(BaseModel):
     init_weights: Path | None = None
     backbone_weights: Literal["imagenet"] | None = Field(
         None, description="start the backbone from ImageNet weights (MobileNetV2 backbones; training only)"
+    )
+    freeze_backbone_at: int = Field(
+        0, ge=0, description="leading backbone blocks kept fixed, weights and statistics (MobileNetV2 backbones)"
     )
 
     def model_post_init(self, __context: object) -> None:
@@ -83,13 +91,20 @@ def synthetic_batch(cfg: TrainConfig, step: int, rng: np.random.Generator) -> tu
     Deterministic in (data_seed, step), so a resumed run sees the same data.
     """
     images, labels, masks = [], [], []
+    scene = training_image if cfg.scenes == "varied" else synthetic_image
     for i in range(cfg.batch_size):
-        frame = synthetic_image(cfg.data_seed, step * cfg.batch_size + i, cfg.image_width, cfg.image_height)
+        frame = scene(cfg.data_seed, step * cfg.batch_size + i, cfg.image_width, cfg.image_height)
         image = frame.image
         inst_masks = np.stack([inst.mask for inst in frame.instances]) if frame.instances else None
+        categories = np.array([inst.category for inst in frame.instances], np.int64)
         if cfg.hflip and rng.random() < 0.5:
             image = image[:, ::-1]
             inst_masks = inst_masks[:, :, ::-1] if inst_masks is not None else None
+        if cfg.augment:
+            image, inst_masks, categories = augment(
+                image, inst_masks if inst_masks is not None else np.zeros((0, *image.shape[:2]), bool), categories, rng
+            )
+            inst_masks = inst_masks if len(inst_masks) else None
         resized = resize_image(np.ascontiguousarray(image), cfg.min_size, cfg.max_size)
         h, w = resized.shape[:2]
         if inst_masks is not None:
@@ -100,7 +115,7 @@ def synthetic_batch(cfg: TrainConfig, step: int, rng: np.random.Generator) -> tu
         else:
             m = torch.zeros((0, h, w))
         images.append(normalize(resized))
-        labels.append(torch.tensor([inst.category for inst in frame.instances], dtype=torch.int64))
+        labels.append(torch.from_numpy(categories))
         masks.append(m)
     return torch.from_numpy(pad_batch(images)), labels, masks
 
@@ -120,18 +135,23 @@ def train(cfg: TrainConfig) -> Path:
                           ("cpu" if cfg.device == "auto" else cfg.device))  # fmt: skip
     torch.manual_seed(cfg.torch_seed)
     model: SparseInst = build_model(cfg.arch)
-    if cfg.backbone_weights == "imagenet":
+    if cfg.backbone_weights or cfg.freeze_backbone_at:
         from pipeline.model.mobilenet import MobileNetV2, load_imagenet
 
         if not isinstance(model.backbone, MobileNetV2):
-            raise ConfigError(f"backbone_weights: ImageNet weights exist for MobileNetV2 backbones, not {cfg.arch}")
-        load_imagenet(model.backbone)
-        log.info("backbone of %s initialised from ImageNet MobileNetV2 weights", cfg.arch)
+            raise ConfigError(
+                f"backbone_weights, freeze_backbone_at: supported for MobileNetV2 backbones, not {cfg.arch}"
+            )
+        if cfg.backbone_weights == "imagenet":
+            load_imagenet(model.backbone)
+            log.info("backbone of %s initialised from ImageNet MobileNetV2 weights", cfg.arch)
+        model.backbone.freeze(cfg.freeze_backbone_at)
     model = model.to(device)
     if cfg.init_weights:
         init = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
         load_state_dict_strict(model, init.get("model", init), source=str(cfg.init_weights))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(cfg, s))
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
