@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 
+WEIGHTS_HELP = "checkpoint file, or a shipped model's name (default: the shipped default model)"
 DEFAULT_PROFILES = [(384, 640), (640, 640)]  # serving input sizes: 16:9 frames padded, and square
 
 
@@ -99,9 +100,9 @@ def _size_overrides(args: argparse.Namespace) -> dict[str, int]:
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from pipeline.model.checkpoint import load_model
     from pipeline.model.export import export_onnx
-    from pipeline.model.shipped import SHIPPED_WEIGHTS
+    from pipeline.model.shipped import resolve_weights
 
-    model = load_model(args.weights or SHIPPED_WEIGHTS, args.arch)
+    model = load_model(resolve_weights(args.weights), args.arch)
     out = Path(args.out)
     sizes = args.size or DEFAULT_PROFILES
     for h, w in sizes:
@@ -471,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="mask AP and person/vehicle box recall and precision on a synthetic set or any COCO-format "
         "dataset (box-only annotations: box figures only)",
     )
-    ev.add_argument("--weights", type=Path, help="checkpoint (default: the shipped small model)")
+    ev.add_argument("--weights", type=Path, help=WEIGHTS_HELP)
     ev.add_argument("--arch", choices=archs, help="architecture, for checkpoints that do not record it")
     src = ev.add_mutually_exclusive_group()
     src.add_argument("--synthetic-seed", type=int, default=2026, help="seed of a fresh synthetic set (default 2026)")
@@ -487,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     ex = msub.add_parser("export-onnx", help="export ONNX (dynamic batch, one fixed input size per file)")
-    ex.add_argument("--weights", type=Path, help="checkpoint (default: the shipped small model)")
+    ex.add_argument("--weights", type=Path, help=WEIGHTS_HELP)
     ex.add_argument("--arch", choices=archs)
     ex.add_argument("--size", type=_size, action="append", help="HEIGHTxWIDTH, repeatable (default: 384x640, 640x640)")
     ex.add_argument("--out", type=Path, default=Path("build/onnx"), help="folder, or a .onnx path for one size")
@@ -506,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = msub.add_parser("predict", help="run a model on image files and write overlays")
     pr.add_argument("images", type=Path, nargs="+")
-    pr.add_argument("--weights", type=Path)
+    pr.add_argument("--weights", type=Path, help=WEIGHTS_HELP)
     pr.add_argument("--arch", choices=archs)
     pr.add_argument("--out", type=Path, default=Path("runs/predict"))
     pr.add_argument("--score-threshold", type=float, default=0.3)
@@ -536,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--requests", type=int, default=20, help="timed requests per batch size")
     bs.add_argument("--threads", type=int, default=2, help="threads for ONNX Runtime, in and out of the server")
     bs.add_argument("--in-flight", type=int, default=2, help="requests outstanding in the throughput run")
-    bs.add_argument("--weights", type=Path, help="checkpoint (default: the shipped small model)")
+    bs.add_argument("--weights", type=Path, help=WEIGHTS_HELP)
     bs.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
     bs.set_defaults(func=cmd_bench_serving)
 
@@ -566,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb = rsub.add_parser("build", help="render the model repository for the cpu or gpu profile from a checkpoint")
     rb.add_argument("--target", choices=("cpu", "gpu"), required=True)
     rb.add_argument("--out", type=Path, required=True, help="repository folder (its four models are replaced)")
-    rb.add_argument("--weights", type=Path, help="checkpoint (default: the shipped small model)")
+    rb.add_argument("--weights", type=Path, help=WEIGHTS_HELP)
     rb.add_argument("--arch", choices=archs)
     rb.add_argument("--score-threshold", type=float, default=0.3, help="instances at or below are dropped")
     rb.add_argument("--max-batch", type=int, default=32)

@@ -72,3 +72,18 @@ def test_frozen_blocks_keep_their_weights_and_statistics_through_a_training_step
     first_seven = tuple(f"features.{i}." for i in range(7))
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(first_seven))
     assert not torch.equal(before["features.10.conv.1.running_mean"], after["features.10.conv.1.running_mean"])
+
+
+def test_heads_of_a_trained_model_carry_over_to_a_new_backbone(tmp_path):
+    from pipeline.model.train import _init_heads
+
+    source = build_model("r18_giam_tiny")
+    torch.save({"model": source.state_dict()}, tmp_path / "r18.pth")
+    target = build_model("mbv2_giam")
+    _init_heads(target, str(tmp_path / "r18.pth"))
+    mine, theirs = target.state_dict(), source.state_dict()
+    assert torch.equal(mine["decoder.inst_branch.cls_score.weight"], theirs["decoder.inst_branch.cls_score.weight"])
+    # the laterals read the backbone's own channels (32/96/1280), so they keep their initialisation
+    assert mine["encoder.fpn_laterals.2.weight"].shape != theirs["encoder.fpn_laterals.2.weight"].shape
+    with pytest.raises(ConfigError, match="init_heads"):
+        _init_heads(target, str(tmp_path / "missing.pth"))

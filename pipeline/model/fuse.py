@@ -21,6 +21,17 @@ def fold_norms(model: nn.Module) -> nn.Module:
         module.weight.mul_(scale.reshape(-1, 1, 1, 1))
         module.bias = nn.Parameter(shift.clone())
         module.norm = nn.Identity()
+    for seq in model.modules():  # plain conv -> batch norm pairs (the MobileNetV2 layout)
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for i in range(len(seq) - 1):
+            conv, norm = seq[i], seq[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                scale, shift = norm_affine(norm)
+                bias = shift if conv.bias is None else conv.bias * scale + shift
+                conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+                conv.bias = nn.Parameter(bias.clone())
+                seq[i + 1] = nn.Identity()
     return model
 
 

@@ -61,6 +61,11 @@ class TrainConfig(BaseModel):
     amp: bool = Field(True, description="mixed precision; only used on CUDA")
     resume: bool = True
     init_weights: Path | None = None
+    init_heads: str | None = Field(
+        None,
+        description="start the encoder and decoder from this checkpoint (a file or a shipped model's name): "
+        "every tensor whose name and shape match, so a new backbone can reuse trained heads",
+    )
     backbone_weights: Literal["imagenet"] | None = Field(
         None, description="start the backbone from ImageNet weights (MobileNetV2 backbones; training only)"
     )
@@ -127,6 +132,26 @@ def _lr_factor(cfg: TrainConfig, step: int) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def _init_heads(model: SparseInst, source: str) -> None:
+    from pipeline.model.shipped import resolve_weights
+
+    path = resolve_weights(source)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"init_heads: cannot read {path}: {exc}") from None
+    saved = saved.get("model", saved)
+    own = model.state_dict()
+    heads = [k for k in own if not k.startswith("backbone.")]
+    taken = {k: saved[k].to(own[k].dtype) for k in heads if k in saved and saved[k].shape == own[k].shape}
+    if not taken:
+        raise ConfigError(f"init_heads: {path} has no encoder or decoder tensor that fits {model.info.arch}")
+    model.load_state_dict(taken, strict=False)
+    left = sorted(set(heads) - set(taken))
+    log.info("encoder and decoder from %s: %d tensors taken, %d left as initialised (%s)",
+             path, len(taken), len(left), ", ".join(left) or "none")  # fmt: skip
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the path of ``final.pth``."""
     if cfg.threads:
@@ -146,6 +171,8 @@ def train(cfg: TrainConfig) -> Path:
             load_imagenet(model.backbone)
             log.info("backbone of %s initialised from ImageNet MobileNetV2 weights", cfg.arch)
         model.backbone.freeze(cfg.freeze_backbone_at)
+    if cfg.init_heads:
+        _init_heads(model, cfg.init_heads)
     model = model.to(device)
     if cfg.init_weights:
         init = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)

@@ -180,9 +180,9 @@ def read_spec(repository: Path) -> ModelSpec:
 def spec_for_checkpoint(weights: Path | None = None, arch: str | None = None) -> tuple[ModelSpec, object]:
     """The serving spec of a checkpoint (default: the shipped model) and the loaded network."""
     from pipeline.model.checkpoint import checkpoint_meta, load_model
-    from pipeline.model.shipped import SHIPPED_WEIGHTS
+    from pipeline.model.shipped import resolve_weights
 
-    path = Path(weights) if weights else SHIPPED_WEIGHTS
+    path = resolve_weights(weights)
     model = load_model(path, arch)
     size = checkpoint_meta(path).get("input_size") or {}
     min_size, max_size = int(size.get("min_size", 640)), int(size.get("max_size", 853))

@@ -127,9 +127,10 @@ def stage_candidate(repository: Path, *, weights: Path | None = None, onnx: Path
 def _export(weights: Path, arch: str | None, spec: contract.ModelSpec, out: Path) -> Path:
     from pipeline.model.checkpoint import load_model
     from pipeline.model.export import export_onnx
+    from pipeline.model.shipped import resolve_weights
 
     try:
-        model = load_model(weights, arch)
+        model = load_model(resolve_weights(weights), arch)
     except Exception as exc:
         raise CandidateError(f"{weights}: cannot load the checkpoint: {exc}") from None
     export_onnx(model, out, height=spec.input_height, width=spec.input_width)
