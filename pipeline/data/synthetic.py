@@ -250,12 +250,16 @@ def _draw_background(image: np.ndarray, cam: Camera, world: World) -> None:
             cv2.fillPoly(image, [np.round(uv * 16).astype(np.int32)], colour, cv2.LINE_AA, 4)
 
 
-def render(world: World, cam: Camera, t: float, rng: np.random.Generator, *, degrade: bool = True) -> Frame:
-    """Render the world at time ``t`` (seconds) from ``cam``."""
+def render(
+    world: World, cam: Camera, t: float, rng: np.random.Generator, *, degrade: bool = True, clutter: bool = False
+) -> Frame:
+    """Render the world at time ``t`` (seconds) from ``cam``; ``clutter`` adds unlabelled trees and bushes."""
     sc = world.scenery
     image = np.zeros((cam.height, cam.width, 3), np.uint8)
     ids = np.zeros((cam.height, cam.width), np.uint16)
     _draw_background(image, cam, world)
+    if clutter:
+        _draw_clutter(image, cam, rng)
     placed = []
     for obj in world.objects:
         x, z = obj.at(t)
@@ -343,6 +347,54 @@ def elevated_camera(rng: np.random.Generator, width: int = 640, height: int = 36
     )
 
 
+def _noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
+    """Smooth random field in [-1, 1] with features about ``cell`` pixels across."""
+    small = rng.uniform(-1, 1, (max(h // cell, 1) + 2, max(w // cell, 1) + 2)).astype(np.float32)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC).clip(-1, 1)
+
+
+def _draw_clutter(image: np.ndarray, cam: Camera, rng: np.random.Generator) -> None:
+    """Trees and bushes beside the road: textured, irregular shapes that are not objects."""
+    h, w = image.shape[:2]
+    horizon = int(np.clip(cam.project(np.array([[0.0, 0.0, 1e4]]))[0][0, 1], 0, h - 1))
+    for _ in range(int(rng.integers(2, 14))):
+        x = rng.uniform(0, w)
+        base = horizon + rng.uniform(0, max(h - horizon, 1) * 0.5)
+        size = rng.uniform(0.04, 0.4) * h * (0.5 + (base - horizon) / max(h - horizon, 1))
+        layer = np.zeros((h, w), np.uint8)
+        if rng.random() < 0.7:  # a tree: trunk and a canopy of overlapping blobs
+            cv2.line(image, (int(x), int(base)), (int(x), int(base - size)), tuple(int(c) for c in
+                     rng.uniform(40, 90, 3)), max(1, int(size * 0.06)))  # fmt: skip
+            centre_y = base - size * rng.uniform(0.9, 1.4)
+        else:  # a bush on the ground
+            centre_y = base - size * 0.3
+        for _ in range(int(rng.integers(6, 25))):
+            cx, cy = x + rng.normal(0, size * 0.4), centre_y + rng.normal(0, size * 0.3)
+            r = max(1, int(size * rng.uniform(0.15, 0.4)))
+            cv2.circle(layer, (int(cx), int(cy)), r, 1, -1)
+        inside = layer.astype(bool)
+        green = np.array([rng.uniform(30, 110), rng.uniform(60, 150), rng.uniform(20, 90)], np.float32)
+        tex = 1.0 + 0.45 * _noise(rng, h, w, max(2, int(size * 0.08)))
+        image[inside] = np.clip(green[None] * tex[inside][:, None], 0, 255).astype(np.uint8)
+
+
+def _texture(frame: Frame, rng: np.random.Generator) -> None:
+    """Uneven light over the scene, surface texture, and top-lit shading of every object."""
+    h, w = frame.image.shape[:2]
+    img = frame.image.astype(np.float32)
+    img *= (1.0 + 0.25 * _noise(rng, h, w, int(rng.integers(60, 200))))[..., None]
+    img += 14.0 * _noise(rng, h, w, int(rng.integers(2, 6)))[..., None]
+    for inst in frame.instances:
+        rows = np.flatnonzero(inst.mask.any(axis=1))
+        if rows.size < 2:
+            continue
+        ramp = np.linspace(rng.uniform(1.0, 1.3), rng.uniform(0.6, 0.9), rows[-1] - rows[0] + 1, dtype=np.float32)
+        shade = np.ones(h, np.float32)
+        shade[rows[0] : rows[-1] + 1] = ramp
+        img[inst.mask] *= shade[:, None].repeat(w, 1)[inst.mask][:, None]
+    frame.image = np.clip(img, 0, 255).astype(np.uint8)
+
+
 def _occlude(frame: Frame, rng: np.random.Generator) -> None:
     """Draw unlabelled foreground occluders (poles, signs, hedges) over the scene and cut them from the masks."""
     h, w = frame.image.shape[:2]
@@ -370,13 +422,16 @@ def _occlude(frame: Frame, rng: np.random.Generator) -> None:
 def training_image(seed: int, index: int, width: int = 640, height: int = 360) -> Frame:
     """A training scene with more variety than :func:`synthetic_image`.
 
-    Denser traffic and crowds, elevated fixed cameras as well as vehicle cameras, and foreground
-    occluders. Evaluation sets keep using :func:`synthetic_image`.
+    Denser traffic and crowds, elevated fixed cameras as well as vehicle cameras, trees and bushes,
+    uneven light and surface texture, and foreground occluders. Evaluation sets keep using
+    :func:`synthetic_image`.
     """
     rng = np.random.default_rng([seed, index, 0x7A1])
     world = random_world(rng, density=rng.uniform(0.6, 2.0), crowds=rng.random() < 0.5)
     cam = elevated_camera(rng, width, height) if rng.random() < 0.35 else random_camera(rng, width, height)
-    frame = render(world, cam, t=float(rng.uniform(0, 5)), rng=rng, degrade=False)
+    frame = render(world, cam, t=float(rng.uniform(0, 5)), rng=rng, degrade=False, clutter=rng.random() < 0.8)
+    if rng.random() < 0.8:
+        _texture(frame, rng)
     if rng.random() < 0.35:
         _occlude(frame, rng)
     frame.image = degrade_image(frame.image, world.scenery.brightness, rng)
