@@ -9,7 +9,7 @@ from pipeline.model.predictor import Predictor
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 # Every shipped model stays loadable by its name (``--weights r18_giam_tiny``); the default serves unless told.
-SHIPPED_MODELS = {"r18_giam_tiny": ASSETS / "r18_giam_tiny.pth"}
+SHIPPED_MODELS = {name: ASSETS / f"{name}.pth" for name in ("r18_giam_tiny", "mbv2_giam")}
 DEFAULT_MODEL = "r18_giam_tiny"
 SHIPPED_WEIGHTS = SHIPPED_MODELS[DEFAULT_MODEL]
 
