@@ -11,6 +11,7 @@ from pipeline.data.augment import augment, rescale
 from pipeline.data.classes import CLASS_INDEX, COCO_IDS, SCENE_CLASSES
 from pipeline.data.coco import decode_rle, synthetic_coco
 from pipeline.data.evaluate import score_coco
+from pipeline.data.shapes import draw_billboard, person_outfit
 from pipeline.data.synthetic import (
     MIN_AREA,
     _occlude,
@@ -95,6 +96,31 @@ def test_training_scenes_are_varied_reproducible_and_exactly_labelled():
     # crowds: some scene holds many more people than the evaluation scenes' sidewalks give
     people = max(sum(i.category == CLASS_INDEX["person"] for i in f.instances) for f in frames)
     assert people >= 12
+
+
+def _person(**kw: object) -> tuple[np.ndarray, np.ndarray]:
+    image = np.zeros((240, 160, 3), np.uint8)
+    ids = np.zeros((240, 160), np.uint16)
+    draw_billboard(image, ids, 1, "person", False, u=80, v=220, width_px=66, height_px=210, colour=(200, 30, 30),
+                   fog=0.0, fog_colour=(0, 0, 0), **kw)  # fmt: skip
+    return image, ids == 1
+
+
+def test_a_dressed_pedestrian_has_skin_top_and_trousers_and_walkers_stride():
+    outfit = person_outfit(np.random.default_rng(4))
+    image, mask = _person(outfit=outfit)
+    for role, (y, x) in {"skin": (26, 80), "top": (90, 80), "legs": (190, 70)}.items():
+        assert mask[y, x]
+        np.testing.assert_array_equal(image[y, x], [int(c) for c in outfit[role]])
+    _, plain = _person()
+    np.testing.assert_array_equal(plain, mask)  # clothes change colours, never the mask
+    _, walking = _person(outfit=outfit, walking=True)
+
+    def stance(mask: np.ndarray) -> int:  # how far apart the feet are
+        columns = np.flatnonzero(mask[210:219].any(axis=0))
+        return int(columns[-1] - columns[0])
+
+    assert stance(walking) > 1.5 * stance(plain)  # legs apart in mid-stride
 
 
 def test_occluders_hide_what_they_cover():

@@ -22,6 +22,7 @@ class Part:
     poly: Poly = ()
     ellipse: tuple[float, float, float, float] = (0, 0, 0, 0)  # cx, cy, rx, ry in unit frame
     ring: float = 0.0  # ring thickness as a fraction of the height (0 = filled)
+    role: str = ""  # "skin", "top" or "legs": coloured by the object's outfit when it has one
 
 
 def _rect(x0: float, y0: float, x1: float, y1: float) -> Poly:
@@ -93,14 +94,7 @@ def template(cls: str, side: bool) -> list[Part]:
             Part(-1, poly=_rect(-0.45, 0.0, -0.3, 0.08)), Part(-1, poly=_rect(0.3, 0.0, 0.45, 0.08)),
         ]  # fmt: skip
     if cls == "person":
-        return [
-            Part(0.7, ellipse=(0.0, 0.92, 0.09 / aspect, 0.075)),
-            Part(1.0, poly=((-0.28, 0.5), (0.28, 0.5), (0.3, 0.82), (0.16, 0.86), (-0.16, 0.86), (-0.3, 0.82))),
-            Part(1.0, poly=((-0.44, 0.55), (-0.3, 0.55), (-0.3, 0.8), (-0.4, 0.78))),
-            Part(1.0, poly=((0.3, 0.55), (0.44, 0.55), (0.4, 0.78), (0.3, 0.8))),
-            Part(0.55, poly=((-0.24, 0.0), (-0.04, 0.0), (-0.02, 0.52), (-0.26, 0.52))),
-            Part(0.55, poly=((0.04, 0.0), (0.24, 0.0), (0.26, 0.52), (0.02, 0.52))),
-        ]  # fmt: skip
+        return _person(aspect, walking=False)
     if cls == "bicycle":
         if side:
             return [
@@ -139,14 +133,50 @@ def template(cls: str, side: bool) -> list[Part]:
     raise ValueError(f"no silhouette for class {cls!r}")
 
 
+def _person(aspect: float, *, walking: bool) -> list[Part]:
+    """A standing person, or one in mid-stride (legs apart, arms swinging)."""
+    head = Part(0.7, ellipse=(0.0, 0.92, 0.09 / aspect, 0.075), role="skin")
+    torso = Part(1.0, poly=((-0.28, 0.5), (0.28, 0.5), (0.3, 0.82), (0.16, 0.86), (-0.16, 0.86), (-0.3, 0.82)),
+                 role="top")  # fmt: skip
+    if not walking:
+        return [
+            head, torso,
+            Part(1.0, poly=((-0.44, 0.55), (-0.3, 0.55), (-0.3, 0.8), (-0.4, 0.78)), role="top"),
+            Part(1.0, poly=((0.3, 0.55), (0.44, 0.55), (0.4, 0.78), (0.3, 0.8)), role="top"),
+            Part(0.55, poly=((-0.24, 0.0), (-0.04, 0.0), (-0.02, 0.52), (-0.26, 0.52)), role="legs"),
+            Part(0.55, poly=((0.04, 0.0), (0.24, 0.0), (0.26, 0.52), (0.02, 0.52)), role="legs"),
+        ]  # fmt: skip
+    return [
+        head, torso,
+        Part(1.0, poly=((-0.3, 0.8), (-0.2, 0.8), (-0.44, 0.52), (-0.56, 0.56)), role="top"),
+        Part(1.0, poly=((0.2, 0.8), (0.3, 0.8), (0.56, 0.56), (0.44, 0.52)), role="top"),
+        Part(0.55, poly=((-0.5, 0.0), (-0.3, 0.0), (0.02, 0.5), (-0.24, 0.52)), role="legs"),
+        Part(0.55, poly=((0.3, 0.0), (0.5, 0.0), (0.24, 0.52), (-0.02, 0.5)), role="legs"),
+        Part(-1, poly=_rect(-0.52, 0.0, -0.28, 0.04)), Part(-1, poly=_rect(0.28, 0.0, 0.52, 0.04)),
+    ]  # fmt: skip
+
+
+def person_outfit(rng: np.random.Generator) -> dict[str, tuple[float, float, float]]:
+    """Skin, top and trouser colours of one pedestrian, muted as real clothing mostly is."""
+    skin = np.array([225, 185, 150]) * rng.uniform(0.35, 1.05)
+    top = _CLOTHES[rng.integers(len(_CLOTHES))] * rng.uniform(0.6, 1.2) + rng.normal(0, 12, 3)
+    legs = _TROUSERS[rng.integers(len(_TROUSERS))] * rng.uniform(0.6, 1.2) + rng.normal(0, 10, 3)
+    return {role: tuple(np.clip(c, 0, 255)) for role, c in (("skin", skin), ("top", top), ("legs", legs))}
+
+
+_CLOTHES = np.array([(30, 30, 32), (235, 235, 230), (120, 120, 125), (40, 50, 90), (160, 40, 40), (200, 180, 140),
+                     (70, 100, 60), (90, 140, 190), (220, 120, 60), (120, 60, 110), (230, 200, 60)],
+                    np.float64)  # fmt: skip
+_TROUSERS = np.array([(30, 35, 60), (25, 25, 28), (70, 70, 75), (160, 140, 105), (60, 80, 120), (110, 100, 90)],
+                     np.float64)  # fmt: skip
 _FIXED = {-1: (28, 28, 30), -2: (200, 40, 30), -3: (220, 170, 40), -4: (40, 190, 80)}
-_TEMPLATES: dict[tuple[str, bool], list[Part]] = {}
+_TEMPLATES: dict[tuple[str, bool, bool], list[Part]] = {}
 
 
-def _cached(cls: str, side: bool) -> list[Part]:
-    key = (cls, side)
+def _cached(cls: str, side: bool, walking: bool = False) -> list[Part]:
+    key = (cls, side, walking)
     if key not in _TEMPLATES:
-        _TEMPLATES[key] = template(cls, side)
+        _TEMPLATES[key] = _person(SIZES[cls][1] / SIZES[cls][2], walking=True) if walking else template(cls, side)
     return _TEMPLATES[key]
 
 
@@ -165,13 +195,21 @@ def draw_billboard(
     fog: float,
     fog_colour: tuple[float, float, float],
     mirror: bool = False,
+    outfit: dict[str, tuple[float, float, float]] | None = None,
+    walking: bool = False,
 ) -> None:
-    """Draw the silhouette with its bottom centre at pixel (u, v) and write ``instance_id`` into ``ids``."""
+    """Draw the silhouette with its bottom centre at pixel (u, v) and write ``instance_id`` into ``ids``.
+
+    ``outfit`` colours a person's parts by role (skin, top, legs) instead of one body colour;
+    ``walking`` draws a person in mid-stride.
+    """
     shift = 4  # sub-pixel precision for cv2 drawing
     scale = float(1 << shift)
     sx = -width_px if mirror else width_px
-    for part in _cached(cls, side):
-        if part.shade in _FIXED and part.shade < -1:
+    for part in _cached(cls, side, walking and cls == "person"):
+        if outfit and part.role in outfit:
+            col = np.asarray(outfit[part.role], np.float64)
+        elif part.shade in _FIXED and part.shade < -1:
             col = np.asarray(_FIXED[int(part.shade)], np.float64)
         elif part.shade < 0:
             col = np.asarray(_FIXED[-1], np.float64) if part.shade == -1 else np.asarray(colour) * 0.35 + 25

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from pipeline.data.classes import CLASS_INDEX
-from pipeline.data.shapes import SIZES, draw_billboard
+from pipeline.data.shapes import SIZES, draw_billboard, person_outfit
 
 LANE_WIDTH = 3.5
 ROAD_HALF = 1.5 * LANE_WIDTH  # three lanes, ego in the middle one
@@ -72,6 +72,8 @@ class WorldObject:
     heading_deg: float = 0.0  # 0 = facing +z (along the road)
     elevation: float = 0.0  # metres above the ground (traffic lights on poles)
     colour: tuple[float, float, float] = (180.0, 180.0, 180.0)
+    outfit: dict[str, tuple[float, float, float]] | None = None  # a person's skin, top and trouser colours
+    walking: bool = False  # a person drawn in mid-stride
 
     def at(self, t: float) -> tuple[float, float]:
         return self.x + self.vx * t, self.z + self.vz * t
@@ -287,6 +289,7 @@ def render(
         draw_billboard(
             image, ids, i, obj.cls, side, u=u, v=v, width_px=w_px, height_px=h_px,
             colour=obj.colour, fog=fog, fog_colour=sc.sky, mirror=math.cos(math.radians(obj.heading_deg)) < 0,
+            outfit=obj.outfit, walking=obj.walking,
         )  # fmt: skip
     instances = []
     for i, (depth, obj, *_rest) in enumerate(placed, start=1):
@@ -422,12 +425,18 @@ def _occlude(frame: Frame, rng: np.random.Generator) -> None:
 def training_image(seed: int, index: int, width: int = 640, height: int = 360) -> Frame:
     """A training scene with more variety than :func:`synthetic_image`.
 
-    Denser traffic and crowds, elevated fixed cameras as well as vehicle cameras, trees and bushes,
-    uneven light and surface texture, and foreground occluders. Evaluation sets keep using
+    Denser traffic and crowds, pedestrians in clothes of several colours and in mid-stride, elevated
+    fixed cameras as well as vehicle cameras, trees and bushes, uneven light and surface texture, and
+    foreground occluders. Evaluation sets keep using
     :func:`synthetic_image`.
     """
     rng = np.random.default_rng([seed, index, 0x7A1])
     world = random_world(rng, density=rng.uniform(0.6, 2.0), crowds=rng.random() < 0.5)
+    dress = np.random.default_rng([seed, index, 0xD5E])  # its own stream: the scene's draws stay as they were
+    for obj in world.objects:
+        if obj.cls == "person":
+            obj.outfit = person_outfit(dress) if dress.random() < 0.9 else None
+            obj.walking = bool(dress.random() < 0.5) and abs(obj.vx) + abs(obj.vz) > 0.5
     cam = elevated_camera(rng, width, height) if rng.random() < 0.35 else random_camera(rng, width, height)
     frame = render(world, cam, t=float(rng.uniform(0, 5)), rng=rng, degrade=False, clutter=rng.random() < 0.8)
     if rng.random() < 0.8:

@@ -38,8 +38,10 @@ class TrainConfig(BaseModel):
     out_dir: Path = Path("runs/train")
     data: Literal["synthetic"] = "synthetic"
     data_seed: int = Field(0, description="seed of the synthetic training set (never reuse it for evaluation)")
-    scenes: Literal["standard", "varied"] = Field(
-        "standard", description="varied: denser traffic, crowds, elevated cameras and occluders"
+    scenes: Literal["standard", "varied", "mixed"] = Field(
+        "standard",
+        description="varied: denser traffic, crowds, dressed and walking pedestrians, elevated cameras and occluders; "
+        "mixed: each image standard or varied with even odds",
     )
     augment: bool = Field(False, description="scale, light, colour and motion-blur augmentation")
     torch_seed: int = 0
@@ -59,6 +61,7 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, ge=1)
     device: str = "auto"
     amp: bool = Field(True, description="mixed precision; only used on CUDA")
+    channels_last: bool = Field(True, description="channels-last tensors (about 1.4x faster MobileNetV2 steps on CPU)")
     resume: bool = True
     init_weights: Path | None = None
     init_heads: str | None = Field(
@@ -96,8 +99,9 @@ def synthetic_batch(cfg: TrainConfig, step: int, rng: np.random.Generator) -> tu
     Deterministic in (data_seed, step), so a resumed run sees the same data.
     """
     images, labels, masks = [], [], []
-    scene = training_image if cfg.scenes == "varied" else synthetic_image
     for i in range(cfg.batch_size):
+        varied = cfg.scenes == "varied" or (cfg.scenes == "mixed" and rng.random() < 0.5)
+        scene = training_image if varied else synthetic_image
         frame = scene(cfg.data_seed, step * cfg.batch_size + i, cfg.image_width, cfg.image_height)
         image = frame.image
         inst_masks = np.stack([inst.mask for inst in frame.instances]) if frame.instances else None
@@ -173,7 +177,7 @@ def train(cfg: TrainConfig) -> Path:
         model.backbone.freeze(cfg.freeze_backbone_at)
     if cfg.init_heads:
         _init_heads(model, cfg.init_heads)
-    model = model.to(device)
+    model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     if cfg.init_weights:
         init = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
         load_state_dict_strict(model, init.get("model", init), source=str(cfg.init_weights))
@@ -201,6 +205,8 @@ def train(cfg: TrainConfig) -> Path:
         rng = np.random.default_rng([cfg.data_seed, step, 17])
         images, labels, masks = synthetic_batch(cfg, step, rng)
         images = images.to(device, non_blocking=True)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         labels = [t.to(device) for t in labels]
         masks = [m.to(device) for m in masks]
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
