@@ -8,9 +8,11 @@ import sys
 
 import pytest
 
-from pipeline.config import load_settings
+from pipeline.architectures import DEFAULT_MODEL, SHIPPED_MODELS
+from pipeline.config import Settings, load_settings
 from pipeline.errors import ConfigError
 from pipeline.local import stack
+from pipeline.local.stack import ensure_repository
 
 
 def test_settings_come_from_yaml_then_environment_then_arguments(tmp_path, monkeypatch):
@@ -74,3 +76,17 @@ def test_external_services_are_used_as_they_are(tmp_path, kafka, triton):
     assert info["kafka"]["running"] and info["triton"]["running"]
     assert stack.read_state(settings) == {}  # nothing was started
     assert stack.down(settings) == []
+
+
+def test_the_embedded_repository_follows_the_configured_weights(tmp_path):
+    settings = Settings(local={"state_dir": tmp_path})
+    repo = ensure_repository(settings)
+    onnx = repo / "sparseinst" / "1" / "model.onnx"
+    assert json.loads((repo / "model_spec.json").read_text())["name"] == DEFAULT_MODEL
+    built_at = onnx.stat().st_mtime_ns
+    assert ensure_repository(settings) == repo and onnx.stat().st_mtime_ns == built_at  # built once
+    other = next(name for name in SHIPPED_MODELS if name != DEFAULT_MODEL)
+    ensure_repository(Settings(local={"state_dir": tmp_path, "weights": other}))
+    assert json.loads((repo / "model_spec.json").read_text())["name"] == other  # never the old model
+    with pytest.raises(ConfigError, match=r"local\.weights"):
+        ensure_repository(Settings(local={"state_dir": tmp_path, "weights": tmp_path / "missing.pth"}))

@@ -7,6 +7,7 @@ file records. ``status`` reports addresses and liveness for local and external s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -16,7 +17,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pipeline.architectures import resolve_weights
 from pipeline.config import Settings
+from pipeline.errors import ConfigError
 from pipeline.local.kafka import LocalKafka, LocalKafkaConfig
 from pipeline.local.ports import port_open
 from pipeline.local.triton import LocalTriton, LocalTritonConfig
@@ -48,18 +51,37 @@ def pid_alive(pid: int | None) -> bool:
     return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
 
 
+SOURCE_FILE = "source.json"  # which checkpoint a built repository serves
+
+
+def _checkpoint_source(weights: Path | None) -> dict[str, str]:
+    path = resolve_weights(weights)
+    if not path.is_file():
+        raise ConfigError(f"local.weights: {path} is not a checkpoint file or a shipped model's name")
+    return {"weights": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 def ensure_repository(settings: Settings) -> Path:
-    """The repository the embedded Triton serves; the CPU profile of the configured model, built once."""
+    """The repository the embedded Triton serves: the CPU profile of the configured checkpoint.
+
+    Built once, and again when the configured checkpoint (``local.weights``, or the shipped default)
+    is not the one it was built from, so changing the weights never serves the old model.
+    """
     from pipeline.serving.repository import SPEC_FILE, RepositoryOptions, build_repository
 
     repo = settings.local.repository
+    if settings.local.model_repository is not None:
+        return repo
     network = repo / contract.NETWORK / "config.pbtxt"
-    # built once; again when it predates side-by-side versions (candidates need them)
+    source = _checkpoint_source(settings.local.weights)
+    built = json.loads((repo / SOURCE_FILE).read_text()) if (repo / SOURCE_FILE).is_file() else None
+    # candidates need side-by-side versions: a repository rendered before them is rebuilt too
     current = (repo / SPEC_FILE).is_file() and network.is_file() and "version_policy" in network.read_text()
-    if settings.local.model_repository is None and not current:
-        log.info("building the CPU-profile model repository in %s (once)", repo)
-        build_repository(repo, "cpu", weights=settings.local.weights,
+    if not current or built is None or built["sha256"] != source["sha256"]:
+        log.info("building the CPU-profile model repository of %s in %s", source["weights"], repo)
+        build_repository(repo, "cpu", weights=Path(source["weights"]),
                          options=RepositoryOptions(score_threshold=settings.local.score_threshold))  # fmt: skip
+        (repo / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
     return repo
 
 

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.architectures import DEFAULT_MODEL, SHIPPED_MODELS, SHIPPED_WEIGHTS, resolve_weights
 from pipeline.model.checkpoint import checkpoint_meta, load_model
 from pipeline.model.predictor import Predictor
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-# Every shipped model stays loadable by its name (``--weights r18_giam_tiny``); the default serves unless told.
-SHIPPED_MODELS = {name: ASSETS / f"{name}.pth" for name in ("r18_giam_tiny", "mbv2_giam")}
-DEFAULT_MODEL = "r18_giam_tiny"
-SHIPPED_WEIGHTS = SHIPPED_MODELS[DEFAULT_MODEL]
-
-
-def resolve_weights(weights: str | Path | None) -> Path:
-    """A checkpoint path: the default shipped model for None, a shipped model's file for its name."""
-    if weights is None or str(weights) == "":
-        return SHIPPED_WEIGHTS
-    path = Path(weights)
-    if not path.exists() and str(weights) in SHIPPED_MODELS:
-        return SHIPPED_MODELS[str(weights)]
-    return path
+__all__ = ["DEFAULT_MODEL", "SHIPPED_MODELS", "SHIPPED_WEIGHTS", "load_predictor", "resolve_weights"]
 
 
 def load_predictor(weights: str | Path | None = None, arch: str | None = None, **kwargs: object) -> Predictor:
