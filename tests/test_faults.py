@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
 from consumers.rules import load_rules
 from pipeline.data.detections import moving_cars
@@ -171,22 +171,26 @@ def _cameras_on_every_partition(partitions: int) -> list[str]:
     return [chosen[p] for p in range(partitions)]
 
 
-def _in_transaction(conn: KafkaConnection, transactional_ids: list[str]) -> str | None:
-    """One of the ids whose transaction the broker reports open (``Ongoing``), if any."""
-    from kafka import KafkaAdminClient
+def _in_transaction(admin: KafkaAdminClient, transactional_ids: list[str], topic: str, partitions: int) -> str | None:
+    """One of the ids whose open transaction has written records to ``topic`` that are not committed yet.
 
-    admin = KafkaAdminClient(**conn.client_args())
+    The transaction coordinator knows which ids are ``Ongoing``; the partition leaders know which
+    producers hold an open transaction with records in the log (a transaction start offset).
+    """
     try:
         states = admin.describe_transactions(transactional_ids)
-        for tid in transactional_ids:
-            state = states.get(tid)
-            if state is not None and str(getattr(state, "state", state)).lower().endswith("ongoing"):
-                return tid
-        return None
+        ongoing = {state.producer_id: tid for tid, state in states.items()
+                   if str(state.state).lower().endswith("ongoing")}  # fmt: skip
+        if not ongoing:
+            return None
+        logs = admin.describe_producers([TopicPartition(topic, p) for p in range(partitions)])
     except Exception:
         return None
-    finally:
-        admin.close()
+    for state in logs.values():
+        for producer in state.active_producers:
+            if producer.producer_id in ongoing and producer.current_transaction_start_offset >= 0:
+                return ongoing[producer.producer_id]
+    return None
 
 
 def test_three_members_of_one_group_and_one_killed_mid_transaction_keep_events_exactly_once(cluster, tmp_path):
@@ -209,23 +213,28 @@ def test_three_members_of_one_group_and_one_killed_mid_transaction_keep_events_e
     members = {m: _member(str(config), m) for m in ("m1", "m2", "m3")}
     victims: list[str] = []
     try:
-        # whichever member the broker first reports inside a transaction is SIGKILLed there
+        # whichever member the broker first reports inside a transaction that already holds events is
+        # SIGKILLed there; one admin client polls, so the kill follows the report closely
         ids = [f"{group}.{m}" for m in members]
+        admin = KafkaAdminClient(**conn.client_args())
 
         def one_inside() -> bool:
-            found = _in_transaction(conn, ids)
-            victims.extend([found] if found else [])
+            found = _in_transaction(admin, ids, topics.events, SPEC.partitions)
+            if found:
+                victims.append(found)
+                members[found.rsplit(".", 1)[1]].send_signal(signal.SIGKILL)
             return found is not None
 
         try:
-            wait_for(one_inside, 120, "a member inside a transaction", every_s=0.05)
+            wait_for(one_inside, 120, "a member inside a transaction", every_s=0.02)
         except AssertionError as exc:
             for p in members.values():
                 p.kill()
             tails = {m: p.communicate()[1][-1500:] for m, p in members.items()}
             raise AssertionError(f"{exc}; members' stderr: {tails}") from None
+        finally:
+            admin.close()
         victim = victims[0].rsplit(".", 1)[1]
-        members[victim].send_signal(signal.SIGKILL)
         members[victim].wait()
         # a fourth joins while the victim's partitions move; once it owns partitions, more cameras come
         # in on every partition, so each live member has work after the rebalance
