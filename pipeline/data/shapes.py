@@ -46,8 +46,8 @@ SIZES: dict[str, tuple[float, float, float]] = {
 }
 
 
-def template(cls: str, side: bool) -> list[Part]:
-    """The silhouette parts of ``cls`` seen broadside (``side``) or end-on."""
+def template(cls: str, side: bool, walking: bool = False) -> list[Part]:
+    """The silhouette parts of ``cls`` seen broadside (``side``) or end-on; ``walking``: a person mid-stride."""
     length, width, height = SIZES[cls]
     aspect = (length if side else width) / height  # unit-frame x per unit y
     if cls == "car":
@@ -94,7 +94,7 @@ def template(cls: str, side: bool) -> list[Part]:
             Part(-1, poly=_rect(-0.45, 0.0, -0.3, 0.08)), Part(-1, poly=_rect(0.3, 0.0, 0.45, 0.08)),
         ]  # fmt: skip
     if cls == "person":
-        return _person(aspect, walking=False)
+        return _person(aspect, walking=walking)
     if cls == "bicycle":
         if side:
             return [
@@ -176,7 +176,7 @@ _TEMPLATES: dict[tuple[str, bool, bool], list[Part]] = {}
 def _cached(cls: str, side: bool, walking: bool = False) -> list[Part]:
     key = (cls, side, walking)
     if key not in _TEMPLATES:
-        _TEMPLATES[key] = _person(SIZES[cls][1] / SIZES[cls][2], walking=True) if walking else template(cls, side)
+        _TEMPLATES[key] = template(cls, side, walking)
     return _TEMPLATES[key]
 
 

@@ -427,8 +427,7 @@ def training_image(seed: int, index: int, width: int = 640, height: int = 360) -
 
     Denser traffic and crowds, pedestrians in clothes of several colours and in mid-stride, elevated
     fixed cameras as well as vehicle cameras, trees and bushes, uneven light and surface texture, and
-    foreground occluders. Evaluation sets keep using
-    :func:`synthetic_image`.
+    foreground occluders. Evaluation sets keep using :func:`synthetic_image`.
     """
     rng = np.random.default_rng([seed, index, 0x7A1])
     world = random_world(rng, density=rng.uniform(0.6, 2.0), crowds=rng.random() < 0.5)
