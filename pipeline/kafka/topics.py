@@ -9,6 +9,7 @@ loads exactly state partition ``p``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +19,8 @@ from pipeline.kafka.connection import KafkaConnection
 from pipeline.messages import dead_letter_topic
 
 log = logging.getLogger(__name__)
+
+CREATE_ATTEMPTS = 10
 
 
 class TopicSpec(BaseModel):
@@ -85,7 +88,7 @@ def ensure_topics(conn: KafkaConnection | str, topics: Topics, spec: TopicSpec |
     """
     from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import NodeNotReadyError, TopicAlreadyExistsError, UnknownBrokerIdError
 
     conn, spec = KafkaConnection.of(conn), spec or TopicSpec()
     plan = topic_plan(topics, spec)
@@ -98,11 +101,23 @@ def ensure_topics(conn: KafkaConnection | str, topics: Topics, spec: TopicSpec |
                               "(create them with 'sparseinst-pipeline topics create')")  # fmt: skip
         for name in missing:
             partitions, configs = plan[name]
-            try:
-                admin.create_topics([NewTopic(name, partitions, spec.replication, topic_configs=configs)])
-                log.info("created topic %s (%d partitions, replication %d)", name, partitions, spec.replication)
-            except TopicAlreadyExistsError:  # another member or process was first
-                pass
+            for attempt in range(1, CREATE_ATTEMPTS + 1):
+                try:
+                    admin.create_topics([NewTopic(name, partitions, spec.replication, topic_configs=configs)])
+                    log.info("created topic %s (%d partitions, replication %d)", name, partitions, spec.replication)
+                    break
+                except TopicAlreadyExistsError:  # another member or process was first
+                    break
+                except (UnknownBrokerIdError, NodeNotReadyError) as exc:
+                    # The client was sent to a broker its metadata does not know yet (one rejoining
+                    # the cluster); a fresh client bootstraps newer metadata.
+                    if attempt == CREATE_ATTEMPTS:
+                        raise TopicsError(f"could not create topic {name} on {conn.bootstrap}: {exc}") from exc
+                    log.warning("creating topic %s: %s; retrying with fresh metadata (%d/%d)",
+                                name, exc, attempt, CREATE_ATTEMPTS)  # fmt: skip
+                    admin.close()
+                    time.sleep(1.0)
+                    admin = KafkaAdminClient(**conn.client_args(), client_id="sparseinst-admin")
         found = _partition_counts(admin, list(plan))
         det, state = topics.co_partitioned
         if found[det] != found[state]:
@@ -118,8 +133,6 @@ def ensure_topics(conn: KafkaConnection | str, topics: Topics, spec: TopicSpec |
 
 
 def _partition_counts(admin, names: list[str], attempts: int = 50) -> dict[str, int]:
-    import time
-
     for _ in range(attempts):  # metadata of new topics takes a moment to reach every broker
         meta = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(names) if not t.get("error_code")}
         if all(meta.get(n) for n in names):

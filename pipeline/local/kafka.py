@@ -219,18 +219,21 @@ class LocalKafka(LocalService):
             raise ServiceError(f"{exc}; broker log tail:\n{tail}") from exc
 
     def _ready(self) -> bool:
+        return self.config.node_id in self.unfenced_brokers()
+
+    def unfenced_brokers(self) -> set[int]:
+        """The brokers this node's metadata lists as registered and unfenced (empty while it is down)."""
         from kafka import KafkaAdminClient
 
         if not port_open(self.config.host, self.port):  # cheap check first: avoids client reconnect backoff
-            return False
+            return set()
         admin = KafkaAdminClient(
             **self.client_connection().client_args(), request_timeout_ms=5000, client_id="readiness",
             reconnect_backoff_ms=100, reconnect_backoff_max_ms=500,
         )  # fmt: skip
-        try:  # ready once this node is a registered broker of the cluster
+        try:
             brokers = admin.describe_cluster()["brokers"]
-            return any(b.get("broker_id", b.get("node_id")) == self.config.node_id and not b.get("is_fenced")
-                       for b in brokers)  # fmt: skip
+            return {b.get("broker_id", b.get("node_id")) for b in brokers if not b.get("is_fenced")}
         finally:
             admin.close()
 
@@ -269,10 +272,26 @@ class LocalKafkaCluster:
         try:
             for n in self.nodes:
                 n.wait_ready()
+            self.wait_converged()
         except ServiceError:
             self.stop()
             raise
         return self
+
+    def wait_converged(self, timeout_s: float = 60) -> None:
+        """Wait until every node's metadata lists every node unfenced.
+
+        A node is ready once it is registered, but the others learn of it a moment later; a client
+        that bootstraps from a node that has not yet can be pointed (as the controller, say) at a
+        broker its metadata does not know.
+        """
+        everyone = {n.config.node_id for n in self.nodes}
+        for n in self.nodes:
+            try:
+                wait_until(lambda n=n: n.unfenced_brokers() >= everyone, timeout_s=timeout_s, alive=n.alive,
+                           what=f"Kafka on {n.bootstrap} seeing all {len(everyone)} brokers")  # fmt: skip
+            except (RuntimeError, TimeoutError) as exc:
+                raise ServiceError(str(exc)) from exc
 
     def kill(self, node: int) -> None:
         self.nodes[node].kill()
@@ -280,6 +299,7 @@ class LocalKafkaCluster:
     def restart(self, node: int) -> None:
         self.nodes[node].launch()
         self.nodes[node].wait_ready()
+        self.wait_converged()
 
     def stop(self) -> None:
         for n in self.nodes:
