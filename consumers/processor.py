@@ -342,10 +342,7 @@ class EventProcessor:
     def _replace_producer(self) -> None:
         from kafka.errors import KafkaError
 
-        try:
-            self.producer.close(timeout=1)
-        except Exception as exc:
-            log.warning("closing the stuck producer: %s: %s", type(exc).__name__, exc)
+        close_producer(self.producer, 1, "the stuck producer")
         try:
             self.producer = self._new_producer()
         except KafkaError as exc:
@@ -400,4 +397,23 @@ class EventProcessor:
         try:
             self.consumer.close()
         finally:
-            self.producer.close(timeout=10)
+            close_producer(self.producer, 10, "the producer")
+
+
+def close_producer(producer, timeout_s: float, what: str) -> None:
+    """Close a transactional producer; if its pending records cannot be flushed, stop it without them.
+
+    kafka-python's ``close()`` raises while flushing, before it stops the sender thread: each
+    replaced producer would leave a thread running, and its ``__del__`` would raise again. The
+    pending records belong to an uncommitted transaction, which the group redoes from the last commit.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+        return
+    except Exception as exc:
+        log.warning("closing %s: %s: %s; stopping it without its pending records", what, type(exc).__name__, exc)
+    sender = getattr(producer, "_sender", None)
+    if sender is not None and sender.is_alive():
+        sender.force_close()
+        sender.join(5)
+    producer._closed = True  # nothing left for __del__ to flush

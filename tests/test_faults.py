@@ -90,9 +90,15 @@ def published(runner: IngestRunner) -> int:
     return sum(runner.stats.published.values())
 
 
+def producer_threads() -> set[threading.Thread]:
+    """The live sender threads of this process's Kafka producers."""
+    return {t for t in threading.enumerate() if t.name.endswith("-network-thread") and t.is_alive()}
+
+
 def test_a_broker_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(cluster, triton):
     conn = conn_of(cluster)
     topics = new_topics(conn, SPEC)
+    senders = producer_threads()
     with running_consumer(conn, topics, RULES) as proc:
         publisher = DetectionPublisher(conn, topics.detections)
         runner = IngestRunner([SyntheticVehicle("veh-1", 1, cameras=2, seconds=8)], ClientConfig(url=triton.grpc_url),
@@ -107,11 +113,36 @@ def test_a_broker_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(c
         stats = runner.stats
         frames = frames_on(conn, topics)
         events = finish(conn, topics, proc, frames, timeout_s=300)  # a coordinator on the dead node stalls a commit
+    # producers replaced while the broker was down, and the closed ones, leave no thread behind
+    assert not producer_threads() - senders, [t.name for t in producer_threads() - senders]
     read, acked = sum(stats.frames_read.values()), sum(stats.published.values())
     assert read == acked + sum(stats.dropped.values()) == 160
     assert_unique_frames(frames)
     assert len([f for f in frames if not f.end_of_stream]) == acked
     record("broker SIGKILLed mid-stream, restarted", read=read, published=acked, dropped=stats.dropped, events=events)
+
+
+def test_a_producer_whose_broker_stops_answering_is_closed_without_leaving_its_thread(kafka):
+    from kafka.admin import NewTopic
+
+    from consumers.processor import close_producer
+
+    topic = f"stuck-{uuid.uuid4().hex}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, transactional_id=f"tx-{uuid.uuid4().hex}")
+    producer.init_transactions()
+    producer.begin_transaction()
+    producer.send(topic, b"acked").get(timeout=30)
+    os.kill(kafka.process.pid, signal.SIGSTOP)  # alive but silent, as a broker in a long GC pause or a partition
+    try:
+        producer.send(topic, b"pending")  # never acknowledged: close() cannot flush it
+        close_producer(producer, 1, "a producer of a silent broker")
+        assert not producer._sender.is_alive(), "the sender thread outlived the close"
+        producer.close(timeout=1)  # what its __del__ does: now nothing to flush, nothing raised
+    finally:
+        os.kill(kafka.process.pid, signal.SIGCONT)
 
 
 def test_triton_killed_mid_stream_and_restarted_publishes_every_frame_once(cluster, cpu_repository):
