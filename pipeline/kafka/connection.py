@@ -127,20 +127,48 @@ def check_connection(conn: KafkaConnection, timeout_s: float = 30.0) -> None:
 
 
 class _LoginFailures(logging.Handler):
-    """Notices kafka-python's log record of a refused SASL login."""
+    """Notices kafka-python's log records of a refused SASL login.
+
+    The broker answers a wrong password with an authentication error and then closes the
+    connection; on a loaded machine the client's TLS transport can see the close first and log a
+    plain disconnect. A connection that the broker drops while the client is authenticating
+    (TLS and the API handshake done), ``DROPS_MEANING_REFUSED`` times in a row, is a refusal too.
+    """
+
+    DROPS_MEANING_REFUSED = 3
 
     def __init__(self, done: threading.Event) -> None:
         super().__init__(logging.ERROR)
         self.done = done
         self.first: BaseException | None = None
+        self.drops = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         from kafka.errors import SaslAuthenticationFailedError
 
-        for arg in record.args if isinstance(record.args, tuple) else ():
-            if isinstance(arg, SaslAuthenticationFailedError) and self.first is None:
-                self.first = arg
-                self.done.set()
+        if self.first is not None:
+            return
+        args = record.args if isinstance(record.args, tuple) else ()
+        refusal = next((a for a in args if isinstance(a, SaslAuthenticationFailedError)), None)
+        if refusal is None and _dropped_while_authenticating(args):
+            self.drops += 1
+            if self.drops >= self.DROPS_MEANING_REFUSED:
+                what = f"the broker closed the connection during SASL authentication {self.drops} times"
+                refusal = SaslAuthenticationFailedError(what)
+        if refusal is not None:
+            self.first = refusal
+            self.done.set()
+
+
+def _dropped_while_authenticating(args: tuple) -> bool:
+    """A transport's abort record (transport, error) for a plain disconnect of a connection in its SASL step."""
+    from kafka.errors import KafkaConnectionError
+
+    if len(args) != 2 or type(args[1]) is not KafkaConnectionError or not hasattr(args[0], "get_protocol"):
+        return False
+    conn = args[0].get_protocol()
+    return (getattr(conn, "initializing", False) and getattr(conn, "sasl_enabled", False)
+            and getattr(conn, "broker_version_data", None) is not None)  # fmt: skip
 
 
 def _first_line(exc: BaseException) -> str:
