@@ -132,7 +132,7 @@ class _LoginFailures(logging.Handler):
     The broker answers a wrong password with an authentication error and then closes the
     connection; on a loaded machine the client's TLS transport can see the close first and log a
     plain disconnect. A connection that the broker drops while the client is authenticating
-    (TLS and the API handshake done), ``DROPS_MEANING_REFUSED`` times in a row, is a refusal too.
+    (TLS and the API handshake done), ``DROPS_MEANING_REFUSED`` times in one check, is a refusal too.
     """
 
     DROPS_MEANING_REFUSED = 3

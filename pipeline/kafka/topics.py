@@ -92,7 +92,11 @@ def ensure_topics(conn: KafkaConnection | str, topics: Topics, spec: TopicSpec |
 
     conn, spec = KafkaConnection.of(conn), spec or TopicSpec()
     plan = topic_plan(topics, spec)
-    admin = KafkaAdminClient(**conn.client_args(), client_id="sparseinst-admin")
+
+    def new_admin() -> KafkaAdminClient:
+        return KafkaAdminClient(**conn.client_args(), client_id="sparseinst-admin")
+
+    admin = new_admin()
     try:
         existing = set(admin.list_topics())
         missing = [n for n in plan if n not in existing]
@@ -117,7 +121,7 @@ def ensure_topics(conn: KafkaConnection | str, topics: Topics, spec: TopicSpec |
                                 name, exc, attempt, CREATE_ATTEMPTS)  # fmt: skip
                     admin.close()
                     time.sleep(1.0)
-                    admin = KafkaAdminClient(**conn.client_args(), client_id="sparseinst-admin")
+                    admin = new_admin()
         found = _partition_counts(admin, list(plan))
         det, state = topics.co_partitioned
         if found[det] != found[state]:
