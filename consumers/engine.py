@@ -98,16 +98,21 @@ class CameraProcessor:
     def restart(self, epoch: int) -> list[Event]:
         """A new run of the camera's source: end the old stream's tracks, keep counts and track numbering."""
         st = self.state
-        events: list[Event] = []
-        if st.last_index >= 0 and (st.tracks or st.window_start is not None):
-            meta = FrameMeta(self.camera_id, None, st.last_index + 1, st.last_time or 0.0, 1, 1,
-                             stream_epoch=st.stream_epoch)  # fmt: skip
-            events = self.flush(meta)
+        events = self.end_stream()
         st.stream_epoch, st.last_index, st.last_time = epoch, -1, None
         st.intervals, st.nominal_interval, st.fps_low = [], None, False
         self._masks.clear()
         self._dirty.clear()
         return events
+
+    def end_stream(self) -> list[Event]:
+        """The stream stops without a marker (restarted source, camera idle past its TTL): end its open tracks."""
+        st = self.state
+        if st.last_index < 0 or not (st.tracks or st.window_start is not None):
+            return []
+        meta = FrameMeta(self.camera_id, None, st.last_index + 1, st.last_time or 0.0, 1, 1,
+                         stream_epoch=st.stream_epoch)  # fmt: skip
+        return self.flush(meta)
 
     def process(self, frame: FrameDetections) -> list[Event]:
         meta = FrameMeta(frame.camera_id, frame.vehicle_id, frame.frame_index, frame.capture_time, frame.width,
@@ -165,6 +170,11 @@ class CameraProcessor:
                 t.mask = masks.rle(j)
         self._dirty.clear()
         return self.state
+
+    def forget_masks(self) -> None:
+        """Match on the masks saved in the state from now on (after they were trimmed to boxes)."""
+        self._masks.clear()
+        self._dirty.clear()
 
     def _context(self, meta: FrameMeta, obs: FrameObservations | None = None) -> FrameContext:
         """What the rules see of a frame; events always name this processor's camera."""

@@ -5,9 +5,19 @@ then, in one Kafka transaction, produces the events, the dead letters, a snapsho
 touched camera's state (to a compacted state topic) and the consumed offsets. Either all of
 it becomes visible to ``read_committed`` readers or none of it does.
 
-- **Many members.** Each member has its own transactional id (``<group>.<member id>``, stable per
-  pod or host), and zombie members are fenced by the group metadata sent with the offsets
-  (KIP-447), so members of one group never fence each other.
+- **Many members.** Each member has its own transactional id (``<group>.<member id>``): the pod's
+  name where an orchestrator gives one, else host and process id, so any number of processes on
+  one host run side by side. A member whose id is held by a live process refuses to start
+  (:mod:`pipeline.kafka.claim`) rather than fence it. Zombie members are fenced by the group
+  metadata sent with the offsets (KIP-447).
+- **Bounded input.** A record that is not valid detections, whose key is not its camera, or that
+  breaks :class:`~pipeline.messages.FrameLimits` is dead-lettered with the reason; its camera goes on.
+- **Bounded state.** One compressed record per camera, trimmed to fit the state topic's cap
+  (:mod:`consumers.snapshots`); a camera whose stream ended, or that was idle past
+  ``camera_ttl_s``, is forgotten: its open tracks end and its record is tombstoned.
+- **No record skipped.** After any failure between poll and commit the member goes back to the
+  last commit (the committed offsets, else the first record of each batch, where every poll
+  starts) or stops; it never polls past uncommitted records.
 - **State follows partitions.** The state topic is co-partitioned with ``detections``: a member
   loads the states of exactly the partitions it was assigned, completely or not at all, and
   keeps in memory the partitions a rebalance gives back to it.
@@ -34,20 +44,21 @@ from pydantic import ValidationError
 
 from consumers.engine import CameraProcessor, CameraState
 from consumers.rules import RulesFile
-from pipeline.errors import ConsumerFatalError
+from consumers.snapshots import state_record
+from pipeline.errors import ConsumerFatalError, StateLoadError
+from pipeline.kafka.claim import check_group, claim_on_host
 from pipeline.kafka.connection import KafkaConnection
-from pipeline.kafka.state import load_partitions
+from pipeline.kafka.dead_letters import dead_letter
+from pipeline.kafka.state import STATE_RECORD_MAX_BYTES, decode_value, load_partitions
 from pipeline.kafka.topics import Topics
-from pipeline.messages import DeadLetter, Event, FrameDetections
+from pipeline.messages import DeadLetter, Event, FrameDetections, FrameLimits, OutOfBoundsError
 
 log = logging.getLogger(__name__)
 
-MAX_DEAD_LETTER_VALUE = 64 * 1024
-
 
 def default_member_id() -> str:
-    """A stable name for this member: the pod (``POD_NAME``), else the host name."""
-    return os.environ.get("POD_NAME") or socket.gethostname()
+    """The pod's name (``POD_NAME``, stable across restarts), else host and process id (unique among live ones)."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass
@@ -55,6 +66,9 @@ class ConsumerStats:
     messages: int = 0
     events: Counter[str] = field(default_factory=Counter)
     dead_letters: int = 0
+    dead_by_reason: Counter[str] = field(default_factory=Counter)  # 'out of bounds', 'invalid detections message', ...
+    state_trimmed: int = 0  # tracks whose saved state was cut to fit the state record's cap
+    expired: Counter[str] = field(default_factory=Counter)  # ended / idle -> cameras forgotten and tombstoned
     skipped: Counter[str] = field(default_factory=Counter)  # duplicate / stale_stream -> messages
     transactions: int = 0
     aborted: int = 0
@@ -97,12 +111,23 @@ class EventProcessor:
     def __init__(self, conn: KafkaConnection | str, rules: RulesFile, *, topics: Topics | None = None,
                  group_id: str = "sparseinst-events", member_id: str | None = None, max_poll_records: int = 64,
                  session_timeout_s: float = 15.0, transaction_timeout_s: float = 60.0,
-                 state_load_timeout_s: float | None = None, kafka_retry_s: float = 60.0) -> None:  # fmt: skip
+                 state_load_timeout_s: float | None = None, kafka_retry_s: float = 60.0,
+                 limits: FrameLimits | None = None, camera_ttl_s: float = 3600.0,
+                 state_max_bytes: int = STATE_RECORD_MAX_BYTES) -> None:  # fmt: skip
         from kafka import KafkaConsumer
 
         self.conn, self.rules, self.topics = KafkaConnection.of(conn), rules, topics or Topics()
         self.group_id, self.member_id = group_id, member_id or default_member_id()
         self.transactional_id = f"{group_id}.{self.member_id}"
+        self.limits, self.camera_ttl_s = limits or FrameLimits(), camera_ttl_s
+        self.state_max_bytes = min(state_max_bytes, STATE_RECORD_MAX_BYTES)
+        # before the producer exists: its init_transactions would fence a live holder of the id
+        self._claim = claim_on_host(self.conn.bootstrap, self.transactional_id)
+        try:
+            check_group(self.conn, group_id, self.transactional_id, session_timeout_s=session_timeout_s)
+        except BaseException:
+            self._claim.release()
+            raise
         # a dead member's open transaction holds the state back until the broker aborts it
         self.state_load_timeout_s = state_load_timeout_s or transaction_timeout_s + 30.0
         self.kafka_retry_s = kafka_retry_s
@@ -120,6 +145,7 @@ class EventProcessor:
             self.producer = self._new_producer()
         except Exception as exc:
             self.consumer.close()
+            self._claim.release()
             raise self._fatal("could not initialise transactions", exc) from exc
         self.consumer.subscribe([self.topics.detections], listener=_Rebalance(self))
         self.states: dict[str, CameraState] = {}  # loaded per assigned partition
@@ -129,6 +155,9 @@ class EventProcessor:
         self._owned: set[int] = set()
         self._pending_revoke: set[int] = set()  # revoked in the rebalance under way
         self._poison: dict[tuple[str, int, int], BaseException] = {}
+        self._seen: dict[str, float] = {}  # camera -> when this member last handled or loaded it (monotonic)
+        self._ended: dict[str, bool] = {}  # camera -> its last record this poll ended its stream
+        self._dead_reasons: Counter[str] = Counter()  # of the open transaction
         self._failing_since: float | None = None
         self.stats = ConsumerStats()
         self._stop = threading.Event()
@@ -192,9 +221,11 @@ class EventProcessor:
             return
         parts = sorted(self._to_load)
         raw = load_partitions(self.conn, self.topics.state, parts, timeout_s=self.state_load_timeout_s)
+        now = time.monotonic()
         for cam, value in raw.items():
-            self.states[cam] = CameraState.model_validate_json(value)
+            self.states[cam] = CameraState.model_validate_json(decode_value(value))
             self.processors.pop(cam, None)
+            self._seen[cam] = now
         self._to_load.clear()
         self.stats.state_loads += 1
         log.info("member %s loaded the state of %d cameras of partitions %s", self.member_id, len(raw), parts)
@@ -212,25 +243,29 @@ class EventProcessor:
             frame = FrameDetections.model_validate_json(record.value)
         except (ValidationError, ValueError, TypeError) as exc:
             return [], self._dead_letter(record, "invalid detections message", exc), None
+        key = record.key.decode("utf-8", errors="replace") if record.key else None
+        if key != frame.camera_id:  # its camera's state lives in the partition of the camera's own key
+            exc = ValueError(f"record key {key!r} is not camera_id {frame.camera_id!r}")
+            return [], self._dead_letter(record, "wrong key", exc), None
+        try:
+            self.limits.check(frame)
+        except OutOfBoundsError as exc:
+            return [], self._dead_letter(record, "out of bounds", exc), None
         self.camera_partition[frame.camera_id] = record.partition
+        self._seen[frame.camera_id] = time.monotonic()
         # anything raised from here on redoes the poll without this record (see _transaction)
         events, skipped = self.processor(frame.camera_id).consume(frame)
         if skipped:
             self.stats.skipped[skipped] += 1
-        return events, None, frame.camera_id if (events or not skipped) else None
+            return events, None, frame.camera_id if events else None
+        self._ended[frame.camera_id] = frame.end_of_stream
+        return events, None, frame.camera_id
 
     def _dead_letter(self, record, reason: str, exc: BaseException) -> DeadLetter:
-        if isinstance(exc, ValidationError):
-            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
-        else:
-            detail = (str(exc).splitlines() or [""])[0] or type(exc).__name__
-        log.warning("dead letter: %s[%d]@%d: %s: %s", record.topic, record.partition, record.offset, reason, detail)
-        return DeadLetter(
-            topic=record.topic, partition=record.partition, offset=record.offset,
-            key=record.key.decode("utf-8", errors="replace") if record.key else None,
-            reason=f"{reason}: {detail}", error_type=type(exc).__name__,
-            value=(record.value or b"")[:MAX_DEAD_LETTER_VALUE].decode("utf-8", errors="replace"),
-        )  # fmt: skip
+        dead = dead_letter(record, reason, exc)
+        log.warning("dead letter: %s[%d]@%d: %s", record.topic, record.partition, record.offset, dead.reason)
+        self._dead_reasons[reason] += 1
+        return dead
 
     # ------------------------------------------------------------------------------ one poll, one transaction
 
@@ -240,11 +275,17 @@ class EventProcessor:
 
         try:
             batches = self.consumer.poll(timeout_ms=timeout_ms)
-            self._load_assigned_states()
-            self._measure_lag()
         except KafkaError as exc:
             self._kafka_trouble("polling", exc)
             return 0
+        try:
+            self._load_assigned_states()
+        except (KafkaError, StateLoadError) as exc:
+            # the poll has moved past records that are not handled: go back before trying again
+            self._rewind(batches)
+            self._kafka_trouble("loading the state of assigned partitions", exc)
+            return 0
+        self._measure_lag()
         records = [r for rs in batches.values() for r in rs]
         if not records:
             return 0
@@ -252,15 +293,15 @@ class EventProcessor:
         try:
             done = self._transaction(batches, records)
         except _Redo:
-            self._abort_and_rewind()
+            self._abort_and_rewind(batches)
             return 0
         except KafkaError as exc:
             # a step that got no answer leaves the producer stuck: replace it rather than wait on an abort
-            self._abort_and_rewind(replace=isinstance(exc, KafkaTimeoutError))
+            self._abort_and_rewind(batches, replace=isinstance(exc, KafkaTimeoutError))
             self._kafka_trouble("committing", exc)
             return 0
         except BaseException:
-            self._abort_and_rewind()
+            self._abort_and_rewind(batches)
             raise
         self._failing_since = None
         if self.on_commit is not None:
@@ -277,7 +318,8 @@ class EventProcessor:
         touched: set[str] = set()
         done: list[tuple[str, int]] = []
         events_by_type: Counter[str] = Counter()
-        dead_letters = 0
+        self._dead_reasons = Counter()
+        self._ended = {}
         for r in records:
             where = (r.topic, r.partition, r.offset)
             if where in self._poison:
@@ -293,26 +335,82 @@ class EventProcessor:
                 if camera:
                     touched.add(camera)
                     done.append((camera, self.processors[camera].state.last_index))
-            for e in events:
-                self.producer.send(self.topics.events, key=e.camera_id.encode(), value=e.model_dump_json().encode())
-                events_by_type[e.type] += 1
+            self._send_events(events, events_by_type)
             if dead is not None:
                 self.producer.send(self.topics.dead_letter, key=(dead.key or "").encode(),
                                    value=dead.model_dump_json().encode())  # fmt: skip
-                dead_letters += 1
-        for cam in sorted(touched):
-            self.producer.send(self.topics.state, key=cam.encode(),
-                               value=self.processors[cam].snapshot().model_dump_json().encode())  # fmt: skip
+        gone = self._expire(touched, events_by_type)
+        trimmed = 0
+        for cam in sorted(touched - set(gone)):
+            value, cut = state_record(self.processors[cam], self.state_max_bytes)
+            if cut:
+                log.warning("state of camera %s trimmed to fit %d bytes (%d tracks)", cam, self.state_max_bytes, cut)
+            trimmed += cut
+            self.producer.send(self.topics.state, key=cam.encode(), value=value)
+        for cam in gone:
+            self.producer.send(self.topics.state, key=cam.encode(), value=None)  # tombstone
         offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "", -1) for tp, rs in batches.items()}
         self._step("send_offsets_to_transaction", offsets, self.consumer.group_metadata())
         self._step("commit_transaction")
         committed = {(tp.topic, tp.partition): o.offset for tp, o in offsets.items()}
         self._poison = {w: e for w, e in self._poison.items() if w[2] >= committed.get(w[:2], -1)}  # not yet passed
+        for cam, why in gone.items():
+            self._drop_camera(cam)
+            self.stats.expired[why] += 1
         self.stats.events.update(events_by_type)
-        self.stats.dead_letters += dead_letters
+        self.stats.dead_letters += sum(self._dead_reasons.values())
+        self.stats.dead_by_reason.update(self._dead_reasons)
+        self.stats.state_trimmed += trimmed
         return done
 
-    def _abort_and_rewind(self, *, replace: bool = False) -> None:
+    def _send_events(self, events: list[Event], counts: Counter[str]) -> None:
+        for e in events:
+            self.producer.send(self.topics.events, key=e.camera_id.encode(), value=e.model_dump_json().encode())
+            counts[e.type] += 1
+
+    def _expire(self, touched: set[str], counts: Counter[str]) -> dict[str, str]:
+        """Cameras to forget in this transaction (-> why): streams that ended, cameras idle past the TTL."""
+        gone = {cam: "ended" for cam in sorted(touched) if self._ended.get(cam)}
+        horizon = time.monotonic() - self.camera_ttl_s
+        for cam in sorted(c for c, seen in self._seen.items() if seen < horizon and c not in touched):
+            if cam in self.states or cam in self.processors:
+                self._send_events(self.processor(cam).end_stream(), counts)
+                gone[cam] = "idle"
+            else:
+                self._seen.pop(cam, None)
+        return gone
+
+    def _drop_camera(self, cam: str) -> None:
+        for table in (self.processors, self.states, self.camera_partition, self._seen):
+            table.pop(cam, None)
+
+    def _rewind(self, batches) -> None:
+        """Back to the last commit for every partition this poll read from.
+
+        The committed offsets where the coordinator answers; else the first record of each batch,
+        which is where the poll started (every poll starts at the last commit: a transaction either
+        commits everything it read or is rewound). A member that cannot rewind stops.
+        """
+        assigned = self.consumer.assignment()
+        for tp, rs in batches.items():
+            if tp not in assigned or not rs:  # revoked meanwhile: its next owner starts from the commit
+                continue
+            target = rs[0].offset
+            try:
+                committed = self.consumer.committed(tp)
+                if committed is not None:
+                    target = committed
+            except Exception as exc:
+                log.warning("reading the committed offset of %s[%d] failed (%s: %s): going back to offset %d, where "
+                            "the poll started", tp.topic, tp.partition, type(exc).__name__, exc, target)  # fmt: skip
+            try:
+                self.consumer.seek(tp, target)
+            except Exception as exc:
+                raise ConsumerFatalError(f"event processor {self.member_id} stopped: could not go back to offset "
+                                         f"{target} of {tp.topic}[{tp.partition}] ({type(exc).__name__}: {exc}); "
+                                         "stopping rather than skip uncommitted records") from exc  # fmt: skip
+
+    def _abort_and_rewind(self, batches, *, replace: bool = False) -> None:
         """Abort the open transaction and go back to the last commit; never hides the error being handled."""
         self.stats.aborted += 1
         if replace:
@@ -328,16 +426,9 @@ class EventProcessor:
         self.processors.clear()
         self.states.clear()
         self.camera_partition.clear()
+        self._seen.clear()
         self._to_load = set(self._owned)
-        try:
-            for tp in self.consumer.assignment():
-                committed = self.consumer.committed(tp)
-                if committed is None:
-                    self.consumer.seek_to_beginning(tp)
-                else:
-                    self.consumer.seek(tp, committed)
-        except Exception as exc:  # the next poll retries from wherever the consumer is; states reload anyway
-            log.warning("rewinding to the committed offsets failed: %s: %s", type(exc).__name__, exc)
+        self._rewind(batches)
 
     def _replace_producer(self) -> None:
         from kafka.errors import KafkaError
@@ -371,10 +462,16 @@ class EventProcessor:
         return ConsumerFatalError(f"event processor {self.member_id} stopped: {doing}: {name}: {exc}{hint}")
 
     def _measure_lag(self) -> None:
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is not None:
-                self.stats.lag[tp.partition] = max(0, high - self.consumer.position(tp))
+        """Messages behind per partition (a metric: a failure here never stops or rewinds anything)."""
+        from kafka.errors import KafkaError
+
+        try:
+            for tp in self.consumer.assignment():
+                high = self.consumer.highwater(tp)
+                if high is not None:
+                    self.stats.lag[tp.partition] = max(0, high - self.consumer.position(tp))
+        except KafkaError as exc:
+            log.debug("measuring the lag failed: %s", exc)
         for p in [p for p in self.stats.lag if p not in self._owned]:
             del self.stats.lag[p]
 
@@ -398,6 +495,7 @@ class EventProcessor:
             self.consumer.close()
         finally:
             close_producer(self.producer, 10, "the producer")
+            self._claim.release()
 
 
 def close_producer(producer, timeout_s: float, what: str) -> None:

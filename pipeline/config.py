@@ -19,6 +19,7 @@ from pipeline.errors import ConfigError
 from pipeline.kafka.connection import KafkaConnection, KafkaSecurity
 from pipeline.kafka.topics import Topics, TopicSpec
 from pipeline.local.process import default_cache
+from pipeline.messages import FrameLimits
 from pipeline.serving import contract
 
 TOPIC_NAME = r"^[A-Za-z0-9._-]{1,200}$"
@@ -122,8 +123,8 @@ class ConsumerSettings(BaseModel):
     member_id: str | None = Field(
         None,
         pattern=TOPIC_NAME,
-        description="this member's stable name (its "
-        "transactional id is group_id.member_id); unset = POD_NAME or the host name",
+        description="this member's name (its transactional id is group_id.member_id); unset = POD_NAME, else "
+        "host and process id. A stable name lets a restarted member abort its own open transaction at once",
     )
     sink: Path | None = Field(
         Path("runs/events-{member}.sqlite"),
@@ -134,6 +135,10 @@ class ConsumerSettings(BaseModel):
                                          "aborted by the broker after this")  # fmt: skip
     max_poll_records: int = Field(64, ge=1, le=10_000, description="records per poll, and so per transaction: "
                                   "more is fewer commits (throughput), fewer is earlier events (latency)")  # fmt: skip
+    limits: FrameLimits = Field(default_factory=FrameLimits, description="what one detections message may hold; "
+                                "past it the message is dead-lettered (reason 'out of bounds')")  # fmt: skip
+    camera_ttl_s: float = Field(3600.0, gt=0, description="a camera without messages this long is forgotten: its "
+                                "open tracks end and its state is tombstoned")  # fmt: skip
 
     def sink_path(self, member: str) -> Path | None:
         return Path(str(self.sink).replace("{member}", member)) if self.sink else None

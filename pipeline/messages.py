@@ -9,6 +9,7 @@ the frames it is about; version 1 events are still read, as epoch 0).
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +36,7 @@ class RleMask(BaseModel):
 class Detection(BaseModel):
     """One instance in one frame (no track id: tracking is the consumers' job)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     class_id: int = Field(ge=0, description="contiguous 0-based COCO class index")
     class_name: str
@@ -49,7 +50,7 @@ class Detection(BaseModel):
 class FrameDetections(BaseModel):
     """Everything the model found in one frame: the ``detections`` topic's message (key = camera id)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     schema_version: Literal[1, 2] = FRAME_SCHEMA_VERSION
     camera_id: str = Field(min_length=1)
@@ -70,6 +71,63 @@ class FrameDetections(BaseModel):
     truncated: int = Field(0, ge=0, description="lowest-scoring instances left out to keep the message size bounded")
     decode_errors: int = Field(0, ge=0, description="frames of this camera refused (corrupt) since its last message")
     end_of_stream: bool = Field(False, description="the camera's source ended; no instances, no further frames")
+
+
+class OutOfBoundsError(ValueError):
+    """A schema-valid message past what a consumer can afford (:class:`FrameLimits`); the message names the limit."""
+
+
+class FrameLimits(BaseModel):
+    """What one detections message may hold. Past any of these a consumer dead-letters the message
+    (reason ``out of bounds``) and its camera goes on: one message must not cost a consumer more than
+    a real frame does, nor move a camera's frame identity where its real frames can no longer follow.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_side: int = Field(4096, ge=16, le=16384, description="frame width and height, pixels")
+    max_pixels: int = Field(4096 * 2304, ge=256, description="width x height (zone rasters cost bytes per pixel)")
+    max_instances: int = Field(300, ge=1, le=10_000, description="instances per frame (the model has at most "
+                               "its query count: 100 for the official models)")  # fmt: skip
+    max_mask_chars: int = Field(65_536, ge=64, description="one mask's RLE counts string")
+    box_slack_px: float = Field(2.0, ge=0, description="how far a box may reach past the frame's edges")
+    clock_skew_s: float = Field(300.0, ge=0, description="how far ahead of this host's clock a stream epoch or "
+                                "capture time may be")  # fmt: skip
+    max_fps: float = Field(240.0, gt=0, description="frame indices may not run ahead of this rate since the epoch")
+    max_unanchored_index: int = Field(10**10, ge=1, description="frame index bound of epoch-0 (version 1) streams")
+
+    def check(self, frame: FrameDetections, now: float | None = None) -> None:
+        """Raise :class:`OutOfBoundsError` naming the first limit ``frame`` breaks (``now``: this host's clock)."""
+        now = time.time() if now is None else now
+        w, h = frame.width, frame.height
+        if max(w, h) > self.max_side or w * h > self.max_pixels:
+            raise OutOfBoundsError(f"frame {w}x{h} past max_side {self.max_side} / max_pixels {self.max_pixels}")
+        if len(frame.instances) > self.max_instances:
+            raise OutOfBoundsError(f"{len(frame.instances)} instances past max_instances {self.max_instances}")
+        ahead = now + self.clock_skew_s
+        if frame.stream_epoch / 1000.0 > ahead:
+            raise OutOfBoundsError(f"stream_epoch {frame.stream_epoch} is ahead of this host's clock by more than "
+                                   f"clock_skew_s {self.clock_skew_s:g}")  # fmt: skip
+        if not 0.0 <= frame.capture_time <= ahead:
+            raise OutOfBoundsError(f"capture_time {frame.capture_time!r} outside [0, now + clock_skew_s]")
+        if frame.stream_epoch:
+            bound = int(self.max_fps * max(0.0, ahead - frame.stream_epoch / 1000.0)) + 1
+            what = f"max_fps {self.max_fps:g} x the time since stream_epoch"
+        else:
+            bound, what = self.max_unanchored_index, "max_unanchored_index"
+        if frame.frame_index > bound:
+            raise OutOfBoundsError(f"frame_index {frame.frame_index} past {what} ({bound})")
+        lo, hi_w, hi_h = -self.box_slack_px, w + self.box_slack_px, h + self.box_slack_px
+        for d in frame.instances:
+            x1, y1, x2, y2 = d.box
+            if not (lo <= x1 <= x2 <= hi_w and lo <= y1 <= y2 <= hi_h):
+                raise OutOfBoundsError(f"box {d.box} of query {d.query} is not inside the {w}x{h} frame")
+            # a run needs at least one character and there are at most w*h + 1 runs
+            if len(d.mask.counts) > min(self.max_mask_chars, 6 * (w * h + 1)):
+                raise OutOfBoundsError(f"mask of query {d.query}: {len(d.mask.counts)} RLE characters past "
+                                       f"max_mask_chars {self.max_mask_chars} or the frame's area")  # fmt: skip
+            if d.area > w * h:
+                raise OutOfBoundsError(f"area {d.area} of query {d.query} is larger than the frame")
 
 
 EventType = Literal[

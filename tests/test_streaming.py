@@ -137,6 +137,7 @@ def test_a_consumer_restart_mid_stream_loses_and_duplicates_nothing(streamed, ka
     first.producer.send(crash_topics.events, key=b"x", value=b'{"half": "written"}')
     first.producer.flush()
     first.consumer.close(autocommit=False)  # the process dies; its producer is fenced by the next one
+    first._claim.release()  # as the kernel does for a dead process
     second = consume_all(kafka.bootstrap, crash_topics, group)
     events = read_topic(kafka.bootstrap, crash_topics.events)
     ids = [e.event_id for e in events]
@@ -165,7 +166,10 @@ def test_a_malformed_message_goes_to_the_dead_letter_topic_and_the_stream_goes_o
     assert "invalid detections message" in dead[0].reason and dead[0].value == "{not json"
     assert "frame_index" in dead[1].reason and dead[1].offset == 1
     assert proc.stats.messages == 6  # all consumed, the good ones processed
-    assert proc.processors["cam-a"].state.last_index == 3
+    # the stream ended: the camera is forgotten and its state record tombstoned
+    assert "cam-a" not in proc.processors and proc.stats.expired == {"ended": 1}
+    state = read_topic(kafka.bootstrap, topics.state, None)
+    assert state and state[-1] is None
 
 
 def test_a_corrupt_frame_and_a_dead_camera_are_counted_and_the_rest_goes_on(kafka, triton, tmp_path):

@@ -27,13 +27,15 @@ def run_consume(settings: Settings, *, idle_exit_s: float | None = None, on_metr
     member = c.member_id or default_member_id()
     processor = EventProcessor(conn, rules_of(settings), topics=topics, group_id=c.group_id, member_id=member,
                                session_timeout_s=c.session_timeout_s, max_poll_records=c.max_poll_records,
-                               transaction_timeout_s=c.transaction_timeout_s)  # fmt: skip
+                               transaction_timeout_s=c.transaction_timeout_s, limits=c.limits,
+                               camera_ttl_s=c.camera_ttl_s)  # fmt: skip
     sink_path = c.sink_path(member)
     sink = store = worker = None
     if sink_path:
         store = EventStore(sink_path)
         sink = EventSink(conn, topics.events, store, group_id=f"{c.group_id}-sink-{member}")
-        worker = threading.Thread(target=sink.run, daemon=True, name="sink")
+        # a sink that must stop stops the member too: events would go on while none is stored
+        worker = threading.Thread(target=sink.run, args=(lambda _: processor.stop(),), daemon=True, name="sink")
         worker.start()
 
     try:
@@ -49,12 +51,17 @@ def run_consume(settings: Settings, *, idle_exit_s: float | None = None, on_metr
         if sink is not None and worker is not None:
             sink.stop()
             worker.join(timeout=10)
-            while sink.poll_once(timeout_ms=1000):  # what was committed last
-                pass
+            if sink.error is None:
+                while sink.poll_once(timeout_ms=1000):  # what was committed last
+                    pass
             sink.close()
+    if sink is not None and sink.error is not None:
+        raise sink.error
     return {"member": member, "messages": stats.messages, "events": dict(stats.events),
-            "dead_letters": stats.dead_letters, "skipped": dict(stats.skipped), "aborted": stats.aborted,
-            "sink": str(sink_path) if store else None}  # fmt: skip
+            "dead_letters": stats.dead_letters, "dead_by_reason": dict(stats.dead_by_reason),
+            "skipped": dict(stats.skipped), "aborted": stats.aborted, "state_trimmed": stats.state_trimmed,
+            "cameras_expired": dict(stats.expired), "sink": str(sink_path) if store else None,
+            "sink_dead_letters": dict(sink.dead_letters) if sink else {}}  # fmt: skip
 
 
 def _collector(processor: EventProcessor):

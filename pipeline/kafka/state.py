@@ -1,11 +1,28 @@
-"""A key -> latest value store on a compacted topic, read per partition, completely or not at all."""
+"""A key -> latest value store on a compacted topic, read per partition, completely or not at all.
+
+Values are zlib-compressed (``Z1`` + deflate) before they are produced and must fit in
+:data:`STATE_RECORD_MAX_BYTES`, the size the state topic is created to accept; plain JSON values
+of earlier versions are still read.
+"""
 
 from __future__ import annotations
 
 import time
+import zlib
 
 from pipeline.errors import StateLoadError
 from pipeline.kafka.connection import KafkaConnection
+
+STATE_RECORD_MAX_BYTES = 512 * 1024  # one compressed state record; the topic accepts this plus headroom
+_COMPRESSED = b"Z1"
+
+
+def encode_value(raw: bytes) -> bytes:
+    return _COMPRESSED + zlib.compress(raw, 6)
+
+
+def decode_value(value: bytes) -> bytes:
+    return zlib.decompress(value[len(_COMPRESSED) :]) if value.startswith(_COMPRESSED) else value
 
 
 def load_partitions(conn: KafkaConnection | str, topic: str, partitions: list[int], *,

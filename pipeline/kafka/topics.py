@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import TopicsError
 from pipeline.kafka.connection import KafkaConnection
+from pipeline.kafka.state import STATE_RECORD_MAX_BYTES
 from pipeline.messages import dead_letter_topic
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ def topic_plan(topics: Topics, spec: TopicSpec) -> dict[str, tuple[int, dict[str
     return {
         topics.detections: (spec.partitions, common),
         topics.events: (spec.partitions, common),
-        topics.state: (spec.partitions, compacted),
+        # the cap the consumers' producers keep to, with room for the record's framing
+        topics.state: (spec.partitions, {**compacted, "max.message.bytes": str(STATE_RECORD_MAX_BYTES + 65536)}),
         topics.dead_letter: (1, common),
         topics.events_dead_letter: (1, common),
         topics.rollout_state: (1, compacted),
