@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.logs import configure as configure_logging
 
 WEIGHTS_HELP = "checkpoint file, or a shipped model's name (default: the shipped default model)"
 DEFAULT_PROFILES = [(384, 640), (640, 640)]  # serving input sizes: 16:9 frames padded, and square
@@ -666,9 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.ERROR)  # chatty client
+    configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except PipelineError as exc:

@@ -29,6 +29,10 @@ class InvalidRequestError(InferenceError):
     """The request itself is bad (corrupt or oversized frame, empty batch, wrong type); retrying will not help."""
 
 
+class BadAnswerError(InferenceError):
+    """The server answered with outputs that do not make a valid result (counts past the arrays, NaN scores)."""
+
+
 class ServerUnavailableError(InferenceError):
     """The inference server could not be reached, even after the retries."""
 

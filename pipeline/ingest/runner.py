@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.errors import InferenceError
+from pipeline.errors import BadAnswerError, InferenceError
 from pipeline.ingest.pacing import Pacer
 from pipeline.ingest.queues import CameraQueues
 from pipeline.ingest.sources import CapturedFrame, Source, SourceState
@@ -264,8 +264,9 @@ class IngestRunner:
                              candidate_latency_ms=ms)  # fmt: skip
             results, error, ms = await self._ask(req.rollout.live_ensemble, req.frames)
         if error is not None:
+            reason = "bad_answer" if isinstance(error, BadAnswerError) else "server_error"
             for captured in req.frames:
-                self.stats.drop(captured.camera_id, "server_error")
+                self.stats.drop(captured.camera_id, reason)
             log.error("batch of %d frames lost: %s", len(req.frames), error)
         else:
             assert results is not None

@@ -124,6 +124,9 @@ class Judgement(BaseModel):
     error_examples: list[str] = Field(default_factory=list, description="the first few candidate errors")
 
     def add(self, result: ShadowResult) -> None:
+        """Fold one result in; a result whose masks cannot be compared raises before anything is counted."""
+        both = result.live is not None and result.candidate is not None
+        c = compare_frames(result.live, result.candidate) if both else None  # type: ignore[arg-type]
         for who, ms in (("live", result.live_latency_ms), ("candidate", result.candidate_latency_ms)):
             if ms is not None:
                 self.latency_ms[who].add(ms)
@@ -133,9 +136,8 @@ class Judgement(BaseModel):
             self.errors["candidate"] += 1
             if len(self.error_examples) < 5:
                 self.error_examples.append(result.candidate_error[:300])
-        if result.live is None or result.candidate is None:
+        if c is None:
             return
-        c = compare_frames(result.live, result.candidate)
         self.frames += 1
         self.live_instances += c.live_count
         self.candidate_instances += c.candidate_count

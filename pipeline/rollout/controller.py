@@ -141,7 +141,13 @@ class RolloutController:
         if result.rollout_id != state.rollout_id:
             self.stats.skipped["other_rollout"] += 1
             return
-        judgement.add(result)
+        try:
+            judgement.add(result)
+        except (ValueError, IndexError, TypeError) as exc:  # schema-valid but not comparable (a bad mask)
+            self.stats.skipped["bad_result"] += 1
+            log.warning("shadow result of camera %s frame %d skipped: %s: %s", result.camera_id, result.frame_index,
+                        type(exc).__name__, (str(exc).splitlines() or [""])[0])  # fmt: skip
+            return
         self.stats.judged += 1
 
     def publish_event(self, state: RolloutState, status: str) -> None:

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline import rle
 from pipeline.data.classes import class_name
 from pipeline.errors import (
+    BadAnswerError,
     InferenceError,
     InferenceTimeoutError,
     InvalidRequestError,
@@ -78,10 +79,26 @@ def pack_frames(jpegs: Sequence[bytes]) -> np.ndarray:
 
 def decode_results(outputs: dict[str, np.ndarray], frames: Sequence[Frame], model_name: str,
                    model_version: str) -> list[FrameDetections]:  # fmt: skip
-    """The ensemble's padded output arrays -> one :class:`FrameDetections` per frame."""
+    """The ensemble's padded output arrays -> one :class:`FrameDetections` per frame.
+
+    Outputs that make no valid result raise :class:`BadAnswerError` for the batch (the caller
+    counts its frames as ``bad_answer``; a canary batch goes to live instead).
+    """
+    try:
+        return _decode(outputs, frames, model_name, model_version)
+    except (ValidationError, IndexError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        detail = (str(exc).splitlines() or [""])[0]
+        raise BadAnswerError(f"malformed answer from {model_name} {model_version}: {type(exc).__name__}: "
+                             f"{detail}") from None  # fmt: skip
+
+
+def _decode(outputs: dict[str, np.ndarray], frames: Sequence[Frame], model_name: str,
+            model_version: str) -> list[FrameDetections]:  # fmt: skip
     result = []
     for i, frame in enumerate(frames):
         n = int(outputs["num_instances"][i, 0])
+        if not 0 <= n <= outputs["scores"].shape[1]:
+            raise IndexError(f"frame {i}: {n} instances, the outputs hold {outputs['scores'].shape[1]}")
         h, w = (int(v) for v in outputs["frame_size"][i])
         instances = []
         for j in range(n):
