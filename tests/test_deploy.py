@@ -232,3 +232,9 @@ def test_one_rollout_controller_runs_with_a_valid_command(compose, manifests):
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
     parser.parse_args(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
     assert "replicas" not in compose["services"]["rollout-controller"].get("deploy", {})
+
+
+def test_compose_publishes_triton_on_loopback_only():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    ports = compose["services"]["triton"]["ports"]
+    assert ports and all(p.startswith("${TRITON_BIND:-127.0.0.1}:") for p in ports), ports

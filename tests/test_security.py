@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -89,3 +90,30 @@ def test_passwords_never_print(tmp_path):
     assert "hunter2" not in repr(settings) and "hunter2" not in settings.model_dump_json()
     assert "hunter2" not in settings.kafka.connection().describe()
     assert settings.kafka.connection().client_args()["sasl_plain_password"] == "hunter2"  # only for the client
+
+
+def test_no_command_prints_the_password_even_with_debug_logging(secure_kafka, tmp_path):
+    c = secure_kafka.config
+    config = tmp_path / "verbose.yaml"
+    config.write_text(yaml.safe_dump({
+        "kafka": {"bootstrap": secure_kafka.bootstrap,
+                  "security": {"protocol": "SASL_SSL", "username": "alice", "password": PASSWORD,
+                               "ssl_cafile": str(c.tls_ca)}},
+        "consumer": {"group_id": f"g-{uuid.uuid4().hex[:6]}", "sink": None},
+    }))  # fmt: skip
+    base = [sys.executable, "-m", "pipeline", "-v"]
+    topics = subprocess.run([*base, "topics", "create", "--config", str(config)], capture_output=True, text=True,
+                            cwd=REPO_ROOT, timeout=180)  # fmt: skip
+    assert topics.returncode == 0, topics.stderr[-2000:]
+    consume = subprocess.Popen([*base, "consume", "--config", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT)  # fmt: skip
+    try:
+        time.sleep(15)  # joined the group, polled, logged its configuration at DEBUG
+        consume.send_signal(signal.SIGTERM)
+        out = consume.communicate(timeout=60)[0]
+    finally:
+        if consume.poll() is None:
+            consume.kill()
+    debug = topics.stdout + topics.stderr + out
+    assert "DEBUG kafka" in debug and "sasl_plain_password" in debug  # the client's configuration was logged...
+    assert PASSWORD not in debug  # ...with the password redacted

@@ -191,7 +191,7 @@ def train(cfg: TrainConfig) -> Path:
     last = cfg.out_dir / "last.pth"
     start = 0
     if cfg.resume and last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)
+        state = torch.load(last, map_location="cpu", weights_only=True)  # tensors and plain values: no pickled code
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
