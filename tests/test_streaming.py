@@ -168,7 +168,9 @@ def test_a_malformed_message_goes_to_the_dead_letter_topic_and_the_stream_goes_o
     assert proc.stats.messages == 6  # all consumed, the good ones processed
     # the stream ended: the camera is forgotten and its state record tombstoned
     assert "cam-a" not in proc.processors and proc.stats.expired == {"ended": 1}
-    state = read_topic(kafka.bootstrap, topics.state, None)
+    from tests.streams import read_topic as read_raw
+
+    state = read_raw(kafka.bootstrap, topics.state, None)
     assert state and state[-1] is None
 
 
