@@ -112,14 +112,18 @@ class EventProcessor:
                  group_id: str = "sparseinst-events", member_id: str | None = None, max_poll_records: int = 64,
                  session_timeout_s: float = 15.0, transaction_timeout_s: float = 60.0,
                  state_load_timeout_s: float | None = None, kafka_retry_s: float = 60.0,
-                 limits: FrameLimits | None = None, camera_ttl_s: float = 3600.0,
+                 limits: FrameLimits | None = None, camera_ttl_s: float = 3600.0, stream_takeover_s: float = 60.0,
                  state_max_bytes: int = STATE_RECORD_MAX_BYTES) -> None:  # fmt: skip
         from kafka import KafkaConsumer
 
         self.conn, self.rules, self.topics = KafkaConnection.of(conn), rules, topics or Topics()
         self.group_id, self.member_id = group_id, member_id or default_member_id()
         self.transactional_id = f"{group_id}.{self.member_id}"
-        self.limits, self.camera_ttl_s = limits or FrameLimits(), camera_ttl_s
+        self.limits, self.camera_ttl_s, self.stream_takeover_s = (
+            limits or FrameLimits(),
+            camera_ttl_s,
+            stream_takeover_s,
+        )
         self.state_max_bytes = min(state_max_bytes, STATE_RECORD_MAX_BYTES)
         # before the producer exists: its init_transactions would fence a live holder of the id
         self._claim = claim_on_host(self.conn.bootstrap, self.transactional_id)
@@ -156,6 +160,7 @@ class EventProcessor:
         self._pending_revoke: set[int] = set()  # revoked in the rebalance under way
         self._poison: dict[tuple[str, int, int], BaseException] = {}
         self._seen: dict[str, float] = {}  # camera -> when this member last handled or loaded it (monotonic)
+        self._accepted: dict[str, float] = {}  # camera -> when a frame of its stream was last taken (monotonic)
         self._ended: dict[str, bool] = {}  # camera -> its last record this poll ended its stream
         self._dead_reasons: Counter[str] = Counter()  # of the open transaction
         self._failing_since: float | None = None
@@ -252,9 +257,22 @@ class EventProcessor:
         except OutOfBoundsError as exc:
             return [], self._dead_letter(record, "out of bounds", exc), None
         self.camera_partition[frame.camera_id] = record.partition
-        self._seen[frame.camera_id] = time.monotonic()
+        cam, now = frame.camera_id, time.monotonic()
+        self._seen[cam] = now
         # anything raised from here on redoes the poll without this record (see _transaction)
-        events, skipped = self.processor(frame.camera_id).consume(frame)
+        proc = self.processor(cam)
+        events, skipped = proc.consume(frame)
+        if skipped == "stale_stream" and now - self._accepted.setdefault(cam, now) > self.stream_takeover_s:
+            # the camera's stream has had no frame for a while and an older epoch keeps coming: a source
+            # restarted on a host whose clock is behind the one that started the stream
+            log.warning("camera %s: stream %d silent for %.0f s while stream %d sends: taking the new one",
+                        cam, proc.state.stream_epoch, now - self._accepted[cam], frame.stream_epoch)  # fmt: skip
+            self.stats.skipped["stream_takeover"] += 1
+            events = proc.restart(frame.stream_epoch)
+            more, skipped = proc.consume(frame)
+            events += more
+        if not skipped:
+            self._accepted[cam] = now
         if skipped:
             self.stats.skipped[skipped] += 1
             return events, None, frame.camera_id if events else None
@@ -381,7 +399,7 @@ class EventProcessor:
         return gone
 
     def _drop_camera(self, cam: str) -> None:
-        for table in (self.processors, self.states, self.camera_partition, self._seen):
+        for table in (self.processors, self.states, self.camera_partition, self._seen, self._accepted):
             table.pop(cam, None)
 
     def _rewind(self, batches) -> None:

@@ -139,6 +139,9 @@ class ConsumerSettings(BaseModel):
                                 "past it the message is dead-lettered (reason 'out of bounds')")  # fmt: skip
     camera_ttl_s: float = Field(3600.0, gt=0, description="a camera without messages this long is forgotten: its "
                                 "open tracks end and its state is tombstoned")  # fmt: skip
+    stream_takeover_s: float = Field(60.0, gt=0, description="a camera whose stream sent nothing this long while "
+                                     "an older stream epoch keeps coming takes the older one as its new stream (a "
+                                     "source restarted on a host whose clock is behind)")  # fmt: skip
 
     def sink_path(self, member: str) -> Path | None:
         return Path(str(self.sink).replace("{member}", member)) if self.sink else None

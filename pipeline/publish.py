@@ -53,7 +53,8 @@ class DetectionPublisher:
 
     ``counts`` (thread-safe to read) has ``messages_published`` (frames and end-of-stream markers),
     ``publish_failed`` and
-    ``publish_failed:<reason>``, ``truncated_frames`` and ``dead_letters``; ``on_ack`` callbacks
+    ``publish_failed:<reason>``, ``not_published:<kind>`` (``messages_published``, ``frames_archived``,
+    ``shadow``, ``dead_letters``), ``truncated_frames`` and ``dead_letters``; ``on_ack`` callbacks
     run in the producer's I/O thread with ``None`` or the error.
     """
 
@@ -99,9 +100,10 @@ class DetectionPublisher:
                 self._outstanding -= 1
                 if error is None:
                     self.counts[counter] += 1
-                else:
+                else:  # by error and by what it was: a lost archive record makes replays diverge, say which
                     self.counts["publish_failed"] += 1
                     self.counts[f"publish_failed:{type(error).__name__}"] += 1
+                    self.counts[f"not_published:{counter}"] += 1
             if error is not None:
                 log.error("%s not published: %s: %s", what, type(error).__name__, error)
             if on_ack is not None:

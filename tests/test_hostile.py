@@ -492,3 +492,192 @@ def test_a_second_process_with_a_member_id_in_use_refuses_with_one_line(kafka, t
     errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "is in use by pid" in errors[0], second.stderr[-1500:]
     assert first.returncode == 0
+
+
+# ------------------------------------------------------------------------------------------- rollout state
+
+
+def _rollout_topics(conn):
+    from pipeline.kafka.topics import Topics, TopicSpec, ensure_topics
+
+    tag = uuid.uuid4().hex[:8]
+    topics = Topics(detections=f"detections-{tag}", events=f"events-{tag}", rollout_state=f"rollout.state-{tag}",
+                    shadow=f"rollout.shadow-{tag}", archive=f"frames.archive-{tag}")  # fmt: skip
+    ensure_topics(conn, topics, TopicSpec(partitions=2))
+    return topics
+
+
+@pytest.mark.slow
+def test_rollout_state_writes_are_compare_and_set(kafka):
+    from pipeline.rollout.state import RolloutState, RolloutStore, StaleRolloutState
+
+    topics = _rollout_topics(kafka.bootstrap)
+    store = RolloutStore(kafka.bootstrap, topics.rollout_state)
+    first = store.save(RolloutState(rollout_id="r1", live_version=1, live_ensemble="a", candidate_version=2,
+                                    candidate_ensemble="b"))  # fmt: skip
+    controller_view, operator_view = store.load(), store.load()
+    assert controller_view.sequence == operator_view.sequence == first.sequence == 1
+    store.save(operator_view.rolled_back("operator", "by hand"))  # the operator writes first
+    with pytest.raises(StaleRolloutState):  # the controller's write, made from what it read before, is refused
+        store.save(controller_view.model_copy(update={"reason": "judged 40 frames"}))
+    latest = store.load()
+    assert (latest.phase, latest.reason, latest.sequence) == ("rolled_back", "by hand", 2)
+
+
+@pytest.mark.slow
+def test_a_decision_saved_before_a_crash_is_announced_once_after_the_restart(kafka):
+    from pipeline.rollout.controller import RolloutController, rollout_event
+    from pipeline.rollout.state import RolloutState, RolloutStore
+
+    topics = _rollout_topics(kafka.bootstrap)
+    store = RolloutStore(kafka.bootstrap, topics.rollout_state)
+    running = store.save(RolloutState(rollout_id="r2", live_version=1, live_ensemble="a", candidate_version=2,
+                                      candidate_ensemble="b"))  # fmt: skip
+    # a controller saved its decision and was killed before it published the decision's event
+    decided = store.save(running.promoted("policy", "agreement 0.99"))
+    assert not decided.decision_published
+    for _ in range(2):  # restarted twice: the event goes out once, with its deterministic id
+        controller = RolloutController(kafka.bootstrap, topics)
+        final = controller.run(until_decided=True)
+        controller.close()
+    events = read_topic(kafka.bootstrap, topics.events)
+    assert [e.event_id for e in events] == [rollout_event(decided, "promoted").event_id]
+    assert final.decision_published and store.load().decision_published
+
+
+@pytest.mark.slow
+def test_an_archive_record_over_the_limit_is_counted_as_an_archived_frame_not_published(kafka):
+    from pipeline.publish import BROKER_LIMIT, DetectionPublisher
+
+    topics = new_topics(kafka.bootstrap)
+    publisher = DetectionPublisher(kafka.bootstrap, topics.detections)
+    publisher.send(topics.archive, "veh-1/front", b"\xff" * (BROKER_LIMIT + 1), "frames_archived")
+    publisher.send(topics.archive, "veh-1/front", b"\xff" * 1000, "frames_archived")
+    publisher.close()
+    assert publisher.counts["frames_archived"] == 1 and publisher.counts["not_published:frames_archived"] == 1
+    assert publisher.counts["publish_failed:MessageSizeTooLargeError"] == 1
+
+
+# ------------------------------------------------------------------------------------------- the sink
+
+
+def _event(i: int, epoch: int = 7):
+    from pipeline.messages import Event
+
+    return Event(event_id=f"e{i}", type="track.started", camera_id="veh-1/front", stream_epoch=epoch, frame_index=i,
+                 frame_time=i / 10, track_id=f"veh-1/front#{i}")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_sink_dead_letters_what_is_not_an_event_and_stores_the_stream_of_each_row(kafka, tmp_path):
+    from consumers.sink import EventSink, EventStore
+
+    topics = new_topics(kafka.bootstrap)
+    good = [_event(i) for i in range(20)]
+    bad = [b"{not json", b"", json.dumps({"event_id": "x"}).encode()]
+    records = (
+        [e.model_dump_json().encode() for e in good[:10]] + bad + [e.model_dump_json().encode() for e in good[10:]]
+    )
+    _send(kafka.bootstrap, topics.events, [(b"veh-1/front", r) for r in records])
+    store = EventStore(tmp_path / "events.sqlite")
+    sink = EventSink(kafka.bootstrap, topics.events, store, group_id=f"s-{uuid.uuid4().hex[:6]}")
+    handled = 0
+    for _ in range(60):
+        handled += sink.poll_once(timeout_ms=500)
+        if handled >= 23:
+            break
+    sink.close()
+    rows = store.db.execute("SELECT event_id, stream_epoch FROM events ORDER BY frame_index").fetchall()
+    store.close()
+    assert rows == [(e.event_id, 7) for e in good]
+    dead = read_topic(kafka.bootstrap, topics.events_dead_letter, DeadLetter)
+    assert [d.offset for d in dead] == [10, 11, 12] and all(d.reason.startswith("invalid event") for d in dead)
+    assert sink.dead_letters == {"invalid event": 3}
+
+
+@pytest.mark.slow
+def test_a_sink_whose_store_fails_stops_with_one_error_instead_of_dying_silently(kafka, tmp_path):
+    from consumers.sink import EventSink, EventStore, SinkError
+
+    topics = new_topics(kafka.bootstrap)
+    _send(kafka.bootstrap, topics.events, [(b"veh-1/front", _event(0).model_dump_json().encode())])
+    store = EventStore(tmp_path / "events.sqlite")
+    sink = EventSink(kafka.bootstrap, topics.events, store, group_id=f"s-{uuid.uuid4().hex[:6]}", retry_s=1.0)
+    store.db.close()  # the disk went away
+    seen: list[SinkError] = []
+    sink.run(on_error=seen.append)  # returns: the sink stops itself
+    sink.close()
+    assert len(seen) == 1 and sink.error is seen[0] and "event sink stopped" in str(seen[0])
+
+
+@pytest.mark.slow
+def test_a_sink_killed_and_restarted_neither_loses_nor_duplicates_rows(kafka, tmp_path):
+    import sqlite3
+
+    topics = new_topics(kafka.bootstrap)
+    frames = _stream(120, cameras=4)
+    _publish(kafka.bootstrap, topics, frames)
+    sink_path = tmp_path / "events-{member}.sqlite"
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    config = _consume_config(tmp_path, kafka.bootstrap, topics, group, sink=str(sink_path), max_poll_records=20)
+    first = _consume(config, "--member-id", "s1")
+    db = tmp_path / "events-s1.sqlite"
+
+    def rows() -> int:
+        try:
+            return sqlite3.connect(db).execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    wait_for(lambda: rows() > 20, 120, "the first rows")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    second = _consume(config, "--member-id", "s1")
+    try:
+        wait_for(lambda: group_caught_up(kafka.client_connection(), group, topics.detections), 180, "every frame")
+        time.sleep(3)  # the sink's last poll
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=60)
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert second.returncode == 0, _log_of(second)[-2000:]
+    stored = [r[0] for r in sqlite3.connect(db).execute("SELECT event_id FROM events")]
+    on_topic = {e.event_id for e in read_topic(kafka.bootstrap, topics.events)}
+    assert len(stored) == len(set(stored)) and set(stored) == on_topic and on_topic
+
+
+def test_rollout_start_refuses_candidate_files_that_are_links_out_large_or_not_files(tmp_path):
+    from pipeline.serving.versions import CandidateError, checked_file
+
+    outside, folder = tmp_path / "outside", tmp_path / "candidates"
+    outside.mkdir()
+    folder.mkdir()
+    (outside / "secret.onnx").write_bytes(b"x")
+    (folder / "model.onnx").write_bytes(b"x" * 100)
+    (folder / "link.onnx").symlink_to(outside / "secret.onnx")
+    (folder / "local-link.onnx").symlink_to(folder / "model.onnx")
+    assert checked_file(folder / "model.onnx", "ONNX file") == folder / "model.onnx"
+    assert checked_file(folder / "local-link.onnx", "ONNX file") is not None
+    for path, limit, message in ((folder / "link.onnx", 10**9, "outside its folder"), (folder, 10**9, "not a regular"),
+                                 (folder / "model.onnx", 10, "more than")):  # fmt: skip
+        with pytest.raises(CandidateError, match=message):
+            checked_file(path, "ONNX file", max_bytes=limit)
+
+
+@pytest.mark.slow
+def test_a_source_restarted_on_a_host_whose_clock_is_behind_takes_over_its_camera(kafka):
+    topics = new_topics(kafka.bootstrap)
+    ahead = moving_cars(30, camera_id="veh-4/front", stream_epoch=NOW_MS - 10_000)  # the first host's clock
+    behind = moving_cars(60, camera_id="veh-4/front", seed=3, stream_epoch=NOW_MS - 3_600_000)  # the second's
+    _publish(kafka.bootstrap, topics, ahead)
+    with running_consumer(kafka.bootstrap, topics, RULES, stream_takeover_s=2.0) as proc:
+        wait_for(lambda: proc.stats.messages >= 30, 60, "the first stream")
+        for i in range(0, 60, 5):  # the restarted source, whose epoch is older than the first one's
+            _publish(kafka.bootstrap, topics, behind[i : i + 5])
+            time.sleep(0.4)
+        wait_for(lambda: proc.stats.messages >= 90, 60, "the second stream")
+    events = read_topic(kafka.bootstrap, topics.events)
+    epochs = Counter(e.stream_epoch for e in events)
+    assert proc.stats.skipped["stream_takeover"] == 1 and 0 < proc.stats.skipped["stale_stream"] < 60
+    assert epochs[NOW_MS - 3_600_000] > 0, epochs  # the camera is not muted: the new stream makes events

@@ -318,7 +318,7 @@ def test_a_controller_killed_mid_rollout_resumes_it_and_counts_every_result_once
     assert live is not None and live.phase != "running"
     state = RolloutState(rollout_id=f"resume-{uuid.uuid4().hex[:6]}", live_version=live.live_version,
                          live_ensemble=live.live_ensemble, candidate_version=9, candidate_ensemble="unused",
-                         policy=RolloutPolicy(min_frames=80))  # fmt: skip
+                         policy=RolloutPolicy(min_frames=80), sequence=live.sequence)  # fmt: skip
     store.save(state)
     pairs = [f for f in detections_of(kafka, topics, "veh-11") if not f.end_of_stream][:80]
     publisher = DetectionPublisher(kafka.bootstrap, topics.detections)

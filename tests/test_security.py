@@ -117,3 +117,15 @@ def test_no_command_prints_the_password_even_with_debug_logging(secure_kafka, tm
     debug = topics.stdout + topics.stderr + out
     assert "DEBUG kafka" in debug and "sasl_plain_password" in debug  # the client's configuration was logged...
     assert PASSWORD not in debug  # ...with the password redacted
+
+
+def test_scram_passwords_never_reach_a_command_line(tmp_path):
+    from pipeline.local.kafka import LocalKafka, LocalKafkaConfig
+
+    broker = LocalKafka(LocalKafkaConfig(scram_users={"alice": 'p"w\\d with spaces'}))
+    broker.data_dir = tmp_path
+    command = broker._format_command(tmp_path / "server.properties")
+    assert not any('p"w' in part or "spaces" in part for part in command)  # what `ps` shows
+    argfile = tmp_path / "format.args"
+    assert oct(argfile.stat().st_mode & 0o777) == "0o600"
+    assert '"SCRAM-SHA-512=[name=alice,password=p\\"w\\\\d with spaces]"' in argfile.read_text()

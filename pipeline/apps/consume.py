@@ -28,7 +28,7 @@ def run_consume(settings: Settings, *, idle_exit_s: float | None = None, on_metr
     processor = EventProcessor(conn, rules_of(settings), topics=topics, group_id=c.group_id, member_id=member,
                                session_timeout_s=c.session_timeout_s, max_poll_records=c.max_poll_records,
                                transaction_timeout_s=c.transaction_timeout_s, limits=c.limits,
-                               camera_ttl_s=c.camera_ttl_s)  # fmt: skip
+                               camera_ttl_s=c.camera_ttl_s, stream_takeover_s=c.stream_takeover_s)  # fmt: skip
     sink_path = c.sink_path(member)
     sink = store = worker = None
     if sink_path:

@@ -191,16 +191,25 @@ class LocalKafka(LocalService):
             "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
         )
         if not (self.data_dir / "data" / "meta.properties").exists():
-            scram = []  # the users exist from the first start (KRaft keeps them in the metadata log)
-            for user, password in c.scram_users.items():
-                scram += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password.get_secret_value()}]"]
-            fmt = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", c.cluster_id or new_cluster_id(), "-c",
-                           str(props), *scram),
-                capture_output=True, text=True,
-            )  # fmt: skip
+            fmt = subprocess.run(self._format_command(props), capture_output=True, text=True)
+            (self.data_dir / "format.args").unlink(missing_ok=True)
             if fmt.returncode != 0:
                 raise ServiceError(f"formatting Kafka storage failed: {fmt.stderr[-2000:] or fmt.stdout[-2000:]}")
+
+    def _format_command(self, props: Path) -> list[str]:
+        """The storage tool's command. SCRAM users exist from the first start (KRaft keeps them in the
+        metadata log); their passwords go in a Java argument file readable by this user only, never on
+        the command line, where any process on the host could read them (``ps``)."""
+        c = self.config
+        assert self.data_dir is not None
+        args = ["format", "-t", c.cluster_id or new_cluster_id(), "-c", str(props)]
+        for user, password in c.scram_users.items():
+            args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password.get_secret_value()}]"]
+        argfile = self.data_dir / "format.args"
+        argfile.touch(mode=0o600)
+        quoted = ('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in args)  # the launcher's escapes
+        argfile.write_text("kafka.tools.StorageTool\n" + "\n".join(quoted) + "\n")
+        return self._java(f"@{argfile}")
 
     def launch(self) -> None:
         """Start the broker process on the prepared folder (also to restart it after :meth:`kill`)."""

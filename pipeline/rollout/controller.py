@@ -25,7 +25,7 @@ from pipeline.kafka.connection import KafkaConnection
 from pipeline.kafka.topics import Topics
 from pipeline.messages import Event, ShadowResult
 from pipeline.rollout.compare import Judgement
-from pipeline.rollout.state import RolloutState, RolloutStore, decide
+from pipeline.rollout.state import RolloutState, RolloutStore, StaleRolloutState, decide
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class RolloutController:
         """Judge running rollouts until stopped (or, with ``until_decided``, until none is running)."""
         while not self._stop.is_set():
             state = self.stats.state = self.store.load()
+            if state is not None and state.phase != "running" and state.decided_by == "policy":
+                state = self.stats.state = self._announce(state)  # a decision saved before a crash
             if state is not None and state.phase == "running":
                 state = self._judge(state)
                 self.stats.state = state
@@ -118,12 +120,17 @@ class RolloutController:
                     state = state.promoted("policy", reason)
                 elif verdict == "rollback":
                     state = state.rolled_back("policy", reason)
-                self.store.save(state)
+                try:
+                    state = self.store.save(state)
+                except StaleRolloutState as exc:  # an operator (or another controller) wrote: re-read next round
+                    log.info("%s", exc)
+                    self.stats.skipped["stale_save"] += 1
+                    last_save = 0.0
+                    continue
                 self.stats.saves += 1
                 if verdict != "continue":
                     log.warning("rollout %s %s: %s", state.rollout_id, state.phase, reason)
-                    self.publish_event(state, state.phase)
-                    return state
+                    return self._announce(state)
                 if judgement.frames // self.progress_every > reported // self.progress_every:
                     self.publish_event(state, "progress")
                 reported = judgement.frames
@@ -149,6 +156,23 @@ class RolloutController:
                         type(exc).__name__, (str(exc).splitlines() or [""])[0])  # fmt: skip
             return
         self.stats.judged += 1
+
+    def _announce(self, state: RolloutState) -> RolloutState:
+        """Publish a policy decision's event (its id is deterministic) until acknowledged, then mark it sent."""
+        while not state.decision_published and not self._stop.is_set():
+            try:
+                self.publish_event(state, state.phase)
+                return self.store.save(state.model_copy(update={"decision_published": True}))
+            except StaleRolloutState:
+                latest = self.store.load()
+                if latest is None or latest.rollout_id != state.rollout_id:
+                    return latest or state
+                state = latest
+            except Exception as exc:  # Kafka trouble: the event is re-sent (same id) until it is acknowledged
+                log.warning("publishing the decision of rollout %s failed (%s: %s); retrying", state.rollout_id,
+                            type(exc).__name__, exc)  # fmt: skip
+                self._stop.wait(1.0)
+        return state
 
     def publish_event(self, state: RolloutState, status: str) -> None:
         from kafka import KafkaProducer

@@ -10,12 +10,13 @@ from typing import Literal
 from pipeline.errors import PipelineError
 from pipeline.kafka.connection import KafkaConnection
 from pipeline.kafka.topics import Topics
-from pipeline.rollout.state import RolloutPolicy, RolloutState, RolloutStore
+from pipeline.rollout.state import RolloutPolicy, RolloutState, RolloutStore, StaleRolloutState
 from pipeline.serving import contract
 from pipeline.serving.repository import FIRST_VERSION
 from pipeline.serving.versions import CandidateError, ensemble_name, load_candidate, stage_candidate
 
 log = logging.getLogger(__name__)
+SAVE_ATTEMPTS = 5  # compare-and-set retries of an operator's decision
 
 
 class RolloutError(PipelineError):
@@ -69,9 +70,9 @@ def start_rollout(conn: KafkaConnection | str, topics: Topics, *, repository: Pa
             live_version=live_version, live_ensemble=live, candidate_version=staged.version,
             candidate_ensemble=staged.ensemble, canary_share=canary_share, shadow_share=shadow_share,
             policy=policy or RolloutPolicy(), shadow_offsets=_end_offsets(conn, topics.shadow),
-            reason="started",
+            reason="started", sequence=current.sequence if current else 0,
         )  # fmt: skip
-        store.save(state)
+        state = store.save(state)
         log.info("rollout %s started: candidate version %d (%s) beside live version %d (%s)", state.rollout_id,
                  staged.version, staged.ensemble, live_version, live)  # fmt: skip
         return state
@@ -83,14 +84,18 @@ def decide_by_hand(conn: KafkaConnection | str, topics: Topics, action: Literal[
                    reason: str = "") -> RolloutState:  # fmt: skip
     store = RolloutStore(conn, topics.rollout_state)
     try:
-        state = store.load()
-        if state is None or state.phase != "running":
-            raise RolloutError("no rollout is running" + (f" (the last, {state.rollout_id}, is {state.phase})"
-                                                          if state else ""))  # fmt: skip
-        why = reason or f"{action} by the operator"
-        state = state.promoted("operator", why) if action == "promote" else state.rolled_back("operator", why)
-        store.save(state)
-        return state
+        for attempt in range(1, SAVE_ATTEMPTS + 1):
+            state = store.load()
+            if state is None or state.phase != "running":
+                raise RolloutError("no rollout is running" + (f" (the last, {state.rollout_id}, is {state.phase})"
+                                                              if state else ""))  # fmt: skip
+            why = reason or f"{action} by the operator"
+            state = state.promoted("operator", why) if action == "promote" else state.rolled_back("operator", why)
+            try:
+                return store.save(state)
+            except StaleRolloutState as exc:  # the controller wrote meanwhile: decide on what it wrote
+                log.info("%s (attempt %d of %d)", exc, attempt, SAVE_ATTEMPTS)
+        raise RolloutError(f"the rollout state kept changing under {SAVE_ATTEMPTS} attempts to {action}")
     finally:
         store.close()
 

@@ -4,6 +4,11 @@ The state holds everything a controller needs to resume after a restart: the ver
 ensembles, the traffic shares, the judgement so far and the ``rollout.shadow`` offsets already
 folded into it (written together in one message, so a restarted controller neither skips nor
 counts a shadow result twice). Ingest reads the same record to route cameras.
+
+Writes are compare-and-set: a state carries the ``sequence`` of the record it was derived from,
+and :meth:`RolloutStore.save` writes it only if that is still the latest, inside a transaction
+of the one transactional id all writers of a network share, so a writer that read before another
+wrote is fenced or refused (:class:`StaleRolloutState`) and re-reads instead of overwriting.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipeline.errors import PipelineError
 from pipeline.kafka.connection import KafkaConnection
 from pipeline.kafka.state import load_partitions
 from pipeline.rollout.compare import Judgement
@@ -23,6 +29,10 @@ from pipeline.serving import contract
 log = logging.getLogger(__name__)
 
 Phase = Literal["running", "promoted", "rolled_back"]
+
+
+class StaleRolloutState(PipelineError):
+    """The rollout state was written by someone else since this writer read it: read again and redo."""
 
 
 class RolloutPolicy(BaseModel):
@@ -54,6 +64,9 @@ class RolloutState(BaseModel):
     shadow_offsets: dict[int, int] = Field(default_factory=dict, description="partition -> next offset to judge")
     decided_by: Literal["policy", "operator"] | None = None
     reason: str = ""
+    sequence: int = Field(0, ge=0, description="writes of this network's state so far; a write must name the last")
+    decision_published: bool = Field(False, description="the decision's rollout event is acknowledged on the "
+                                     "events topic (a restarted controller re-sends it until it is)")  # fmt: skip
     started_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
 
@@ -126,25 +139,44 @@ class RolloutStore:
 
     def __init__(self, conn: KafkaConnection | str, topic: str) -> None:
         self.conn, self.topic = KafkaConnection.of(conn), topic
-        self._producer = None
 
     def load(self, network: str = contract.NETWORK, timeout_s: float = 30.0) -> RolloutState | None:
         values = load_partitions(self.conn, self.topic, [0], timeout_s=timeout_s)
         raw = values.get(network)
         return RolloutState.model_validate_json(raw) if raw else None
 
-    def save(self, state: RolloutState) -> None:
-        """Written and acknowledged by all in-sync replicas before this returns."""
-        from kafka import KafkaProducer
+    def save(self, state: RolloutState) -> RolloutState:
+        """Write ``state`` if ``state.sequence`` is still the latest write; returns what was written.
 
-        if self._producer is None:
-            self._producer = KafkaProducer(**self.conn.client_args(), acks="all", enable_idempotence=True,
-                                           max_request_size=1_048_576)  # fmt: skip
-        state = state.model_copy(update={"updated_at": time.time()})
-        self._producer.send(self.topic, key=state.network.encode(), value=state.model_dump_json().encode(),
-                            partition=0).get(timeout=30)  # fmt: skip
+        Raises :class:`StaleRolloutState` when another writer got there first. The write is committed
+        (acknowledged by all in-sync replicas) before this returns.
+        """
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        # one transactional id per network: initialising it fences any other writer's open write
+        producer = KafkaProducer(**self.conn.client_args(), acks="all", max_request_size=1_048_576,
+                                 transactional_id=f"sparseinst-rollout-state.{state.network}")  # fmt: skip
+        try:
+            producer.init_transactions()
+            current = self.load(state.network)
+            latest = current.sequence if current is not None else 0
+            if latest != state.sequence:
+                raise StaleRolloutState(f"rollout state of {state.network} is at write {latest}, this one was "
+                                        f"made from write {state.sequence}: read it again")  # fmt: skip
+            written = state.model_copy(update={"updated_at": time.time(), "sequence": latest + 1})
+            producer.begin_transaction()
+            producer.send(self.topic, key=state.network.encode(), value=written.model_dump_json().encode(),
+                          partition=0)  # fmt: skip
+            producer.commit_transaction()
+            return written
+        except KafkaError as exc:
+            if "Fenced" in type(exc).__name__ or "ProducerEpoch" in type(exc).__name__:
+                raise StaleRolloutState(f"another writer of the rollout state of {state.network} took over: "
+                                        f"{type(exc).__name__}") from exc  # fmt: skip
+            raise
+        finally:
+            producer.close(timeout=5)
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close(timeout=5)
-            self._producer = None
+        """Nothing is held between calls (each write has its own transaction)."""
