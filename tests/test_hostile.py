@@ -635,7 +635,9 @@ def test_a_sink_killed_and_restarted_neither_loses_nor_duplicates_rows(kafka, tm
     second = _consume(config, "--member-id", "s1")
     try:
         wait_for(lambda: group_caught_up(kafka.client_connection(), group, topics.detections), 180, "every frame")
-        time.sleep(3)  # the sink's last poll
+        on_topic = {e.event_id for e in read_topic(kafka.bootstrap, topics.events)}
+        # the restarted sink rejoins its group once the killed one's session has timed out, then catches up
+        wait_for(lambda: rows() >= len(on_topic), 120, "the restarted sink to store every event")
         second.send_signal(signal.SIGTERM)
         second.communicate(timeout=60)
     finally:
@@ -643,7 +645,6 @@ def test_a_sink_killed_and_restarted_neither_loses_nor_duplicates_rows(kafka, tm
             second.kill()
     assert second.returncode == 0, _log_of(second)[-2000:]
     stored = [r[0] for r in sqlite3.connect(db).execute("SELECT event_id FROM events")]
-    on_topic = {e.event_id for e in read_topic(kafka.bootstrap, topics.events)}
     assert len(stored) == len(set(stored)) and set(stored) == on_topic and on_topic
 
 
