@@ -481,7 +481,7 @@ def test_a_second_process_with_a_member_id_in_use_refuses_with_one_line(kafka, t
     config = _consume_config(tmp_path, kafka.bootstrap, topics, f"g-{uuid.uuid4().hex[:8]}")
     first = _consume(config, "--member-id", "m1")
     try:
-        time.sleep(8)  # joined
+        wait_for(lambda: "assigned partitions" in _log_of(first) or first.poll() is not None, 120, "the first member")
         second = subprocess.run([sys.executable, "-m", "pipeline", "consume", "--config", config, "--member-id", "m1"],
                                 capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)  # fmt: skip
         assert first.poll() is None  # the first one was not fenced
