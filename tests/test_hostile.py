@@ -497,24 +497,26 @@ def test_a_second_process_with_a_member_id_in_use_refuses_with_one_line(kafka, t
 # ------------------------------------------------------------------------------------------- rollout state
 
 
-def _rollout_topics(conn):
+def _running_rollout(conn, rollout_id: str):
+    """Topics of their own, their store, and a running rollout saved in it (its first write)."""
     from pipeline.kafka.topics import Topics, TopicSpec, ensure_topics
+    from pipeline.rollout.state import RolloutState, RolloutStore
 
     tag = uuid.uuid4().hex[:8]
     topics = Topics(detections=f"detections-{tag}", events=f"events-{tag}", rollout_state=f"rollout.state-{tag}",
                     shadow=f"rollout.shadow-{tag}", archive=f"frames.archive-{tag}")  # fmt: skip
     ensure_topics(conn, topics, TopicSpec(partitions=2))
-    return topics
+    store = RolloutStore(conn, topics.rollout_state)
+    running = store.save(RolloutState(rollout_id=rollout_id, live_version=1, live_ensemble="a", candidate_version=2,
+                                      candidate_ensemble="b"))  # fmt: skip
+    return topics, store, running
 
 
 @pytest.mark.slow
 def test_rollout_state_writes_are_compare_and_set(kafka):
-    from pipeline.rollout.state import RolloutState, RolloutStore, StaleRolloutState
+    from pipeline.rollout.state import StaleRolloutState
 
-    topics = _rollout_topics(kafka.bootstrap)
-    store = RolloutStore(kafka.bootstrap, topics.rollout_state)
-    first = store.save(RolloutState(rollout_id="r1", live_version=1, live_ensemble="a", candidate_version=2,
-                                    candidate_ensemble="b"))  # fmt: skip
+    _, store, first = _running_rollout(kafka.bootstrap, "r1")
     controller_view, operator_view = store.load(), store.load()
     assert controller_view.sequence == operator_view.sequence == first.sequence == 1
     store.save(operator_view.rolled_back("operator", "by hand"))  # the operator writes first
@@ -527,12 +529,8 @@ def test_rollout_state_writes_are_compare_and_set(kafka):
 @pytest.mark.slow
 def test_a_decision_saved_before_a_crash_is_announced_once_after_the_restart(kafka):
     from pipeline.rollout.controller import RolloutController, rollout_event
-    from pipeline.rollout.state import RolloutState, RolloutStore
 
-    topics = _rollout_topics(kafka.bootstrap)
-    store = RolloutStore(kafka.bootstrap, topics.rollout_state)
-    running = store.save(RolloutState(rollout_id="r2", live_version=1, live_ensemble="a", candidate_version=2,
-                                      candidate_ensemble="b"))  # fmt: skip
+    topics, store, running = _running_rollout(kafka.bootstrap, "r2")
     # a controller saved its decision and was killed before it published the decision's event
     decided = store.save(running.promoted("policy", "agreement 0.99"))
     assert not decided.decision_published
