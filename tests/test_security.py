@@ -15,6 +15,7 @@ from pipeline.config import load_settings
 from pipeline.data.detections import moving_cars
 from pipeline.errors import KafkaUnavailableError
 from pipeline.kafka.connection import check_connection
+from pipeline.kafka.topics import TopicSpec
 from pipeline.publish import DetectionPublisher
 from tests.conftest import REPO_ROOT
 from tests.streams import check_events, new_topics, read_topic, running_consumer, wait_for
@@ -22,6 +23,7 @@ from tests.streams import check_events, new_topics, read_topic, running_consumer
 pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery staple"
+STRANGER = "a password the broker knows"  # a SCRAM user the pipeline's ACLs do not name
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,8 @@ def secure_kafka(tmp_path_factory):
     from pipeline.local.tls import make_loopback_certificates
 
     tls = make_loopback_certificates(tmp_path_factory.mktemp("tls"))
-    config = LocalKafkaConfig(scram_users={"alice": PASSWORD}, tls_keystore=tls.server, tls_ca=tls.ca)
+    config = LocalKafkaConfig(scram_users={"alice": PASSWORD, "mallory": STRANGER}, pipeline_users=["alice"],
+                              tls_keystore=tls.server, tls_ca=tls.ca)  # fmt: skip
     with LocalKafka(config) as broker:
         yield broker
 
@@ -122,10 +125,61 @@ def test_no_command_prints_the_password_even_with_debug_logging(secure_kafka, tm
 def test_scram_passwords_never_reach_a_command_line(tmp_path):
     from pipeline.local.kafka import LocalKafka, LocalKafkaConfig
 
-    broker = LocalKafka(LocalKafkaConfig(scram_users={"alice": 'p"w\\d with spaces'}))
+    broker = LocalKafka(LocalKafkaConfig(scram_users={"alice": 'p"w\\d with spaces'}, broker_password="b-secret"))
     broker.data_dir = tmp_path
     command = broker._format_command(tmp_path / "server.properties")
     assert not any('p"w' in part or "spaces" in part for part in command)  # what `ps` shows
     argfile = tmp_path / "format.args"
     assert oct(argfile.stat().st_mode & 0o777) == "0o600"
     assert '"SCRAM-SHA-512=[name=alice,password=p\\"w\\\\d with spaces]"' in argfile.read_text()
+
+
+def test_no_listener_of_the_secured_broker_takes_a_plaintext_client(secure_kafka):
+    from pipeline.kafka.connection import KafkaConnection
+
+    c = secure_kafka.config
+    for port in (secure_kafka.port, c.internal_port, c.controller_port):  # clients, brokers, controllers
+        with pytest.raises(KafkaUnavailableError):
+            check_connection(KafkaConnection(bootstrap=f"{c.host}:{port}"), timeout_s=6)
+
+
+def test_a_user_without_the_pipelines_acls_can_neither_read_nor_write(secure_kafka):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.errors import AuthorizationError
+
+    alice = secure_kafka.client_connection()
+    topics = new_topics(alice, TopicSpec(partitions=1))
+    publisher = DetectionPublisher(alice, topics.detections)
+    publisher.publish(moving_cars(1, camera_id="veh-1/right", stream_epoch=1)[0])
+    publisher.close()
+    assert len(read_topic(alice, topics.detections, None)) == 1  # the pipeline's user reads it
+    args = secure_kafka.client_connection("mallory").client_args()
+    producer = KafkaProducer(**args, max_block_ms=10000)
+    try:
+        with pytest.raises(AuthorizationError):
+            producer.send(topics.detections, b"{}").get(timeout=10)
+    finally:
+        producer.close(timeout=5)
+    reader = KafkaConsumer(**args, auto_offset_reset="earliest")  # no group: only the topic's ACL decides
+    reader.assign([TopicPartition(topics.detections, 0)])
+    try:
+        assert not any(reader.poll(timeout_ms=1000) for _ in range(5))
+    finally:
+        reader.close()
+    member = KafkaConsumer(topics.detections, **args, group_id=f"g-{uuid.uuid4().hex[:6]}")
+    try:
+        with pytest.raises(AuthorizationError):
+            for _ in range(5):
+                member.poll(timeout_ms=1000)
+    finally:
+        member.close()
+
+
+def test_the_secured_brokers_secrets_stay_in_files_of_its_own(secure_kafka):
+    data = secure_kafka.data_dir
+    for name in ("server.properties", "broker.secret"):
+        assert oct((data / name).stat().st_mode & 0o777) == "0o600", name
+    assert not (data / "format.args").exists()  # removed once the storage is formatted
+    cmdline = open(f"/proc/{secure_kafka.process.pid}/cmdline", "rb").read().decode()  # what `ps` shows
+    secrets = [PASSWORD, STRANGER, (data / "broker.secret").read_text().strip()]
+    assert not any(s in cmdline for s in secrets)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import secrets
 import shutil
 import subprocess
 import uuid
@@ -20,6 +21,9 @@ from pipeline.local.ports import free_port, port_open, wait_until
 from pipeline.local.process import REPO_ROOT, LocalService, ServiceError, default_cache
 
 log = logging.getLogger(__name__)
+
+# the brokers' own principal on a secured broker: inter-broker and controller traffic, and the one super user
+BROKER_USER = "kafka-broker"
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 
@@ -38,6 +42,10 @@ class LocalKafkaConfig(BaseModel):
     scram_users: dict[str, SecretStr] = Field(default_factory=dict, description="user -> password (SCRAM-SHA-512)")
     tls_keystore: Path | None = Field(None, description="PEM with the server's key and certificate chain")
     tls_ca: Path | None = Field(None, description="the CA clients should trust (for client_connection)")
+    pipeline_users: list[str] | None = Field(
+        None, description="SCRAM users granted the pipeline's ACLs; unset = all of them (others get no access)")
+    broker_password: SecretStr | None = Field(
+        None, description="the brokers' own password (shared by a cluster's nodes); unset = made once per data folder")
     # a node of a cluster (LocalKafkaCluster fills these in)
     node_id: int = Field(1, ge=1)
     controller_port: int = Field(0, ge=0, le=65535)
@@ -72,6 +80,19 @@ def ensure_kafka_jars(jars_dir: Path) -> Path:
     if run.returncode != 0 or not any(jars_dir.glob("kafka_2.13-*.jar")):
         raise ServiceError(f"Maven could not resolve the Kafka jars:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
     return jars_dir
+
+
+def _jaas_quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _kept_secret(path: Path) -> str:
+    """A random secret kept in ``path`` (readable by this user only), made on first use."""
+    if path.is_file():
+        return path.read_text().strip()
+    path.touch(mode=0o600)
+    path.write_text(secrets.token_urlsafe(24))
+    return path.read_text().strip()
 
 
 def new_cluster_id() -> str:
@@ -109,35 +130,34 @@ class LocalKafka(LocalService):
         security: dict = {"protocol": c.client_protocol}
         if c.scram_users:
             user = user or next(iter(c.scram_users))
+            known = self._users().get(user)
             security |= {
                 "sasl_mechanism": "SCRAM-SHA-512",
                 "username": user,
-                "password": password if password is not None else c.scram_users[user].get_secret_value(),
+                "password": password if password is not None else known.get_secret_value() if known else "",
             }
         if c.tls_keystore is not None and c.tls_ca is not None:
             security["ssl_cafile"] = c.tls_ca
         return KafkaConnection(bootstrap=self.bootstrap, security=KafkaSecurity(**security))
 
+    def _users(self) -> dict[str, SecretStr]:
+        """Every SCRAM user the storage is formatted with: the configured ones and the brokers' own."""
+        c = self.config
+        if not c.scram_users:
+            return {}
+        assert c.broker_password is not None, "prepare() sets the broker password"
+        return {**c.scram_users, BROKER_USER: c.broker_password}
+
     def _properties(self) -> str:
         c, host = self.config, self.config.host
         assert self.data_dir is not None
-        secured = c.client_protocol != "PLAINTEXT"
         listeners = [f"CLIENT://{host}:{self.port}", f"CONTROLLER://{host}:{c.controller_port}"]
         advertised = [f"CLIENT://{host}:{self.port}"]
-        protocols = [f"CLIENT:{c.client_protocol}", "CONTROLLER:PLAINTEXT"]
-        if secured:  # brokers talk to each other on a plain loopback listener of their own
-            listeners.append(f"INTERNAL://{host}:{c.internal_port}")
-            advertised.append(f"INTERNAL://{host}:{c.internal_port}")
-            protocols.append("INTERNAL:PLAINTEXT")
         lines = [
             "process.roles=broker,controller",
             f"node.id={c.node_id}",
             f"controller.quorum.voters={c.quorum_voters or f'{c.node_id}@{host}:{c.controller_port}'}",
-            f"listeners={','.join(listeners)}",
-            f"advertised.listeners={','.join(advertised)}",
-            f"inter.broker.listener.name={'INTERNAL' if secured else 'CLIENT'}",
             "controller.listener.names=CONTROLLER",
-            f"listener.security.protocol.map={','.join(protocols)}",
             f"log.dirs={self.data_dir / 'data'}",
             f"num.partitions={c.partitions}",
             f"default.replication.factor={c.replication}",
@@ -154,9 +174,41 @@ class LocalKafka(LocalService):
             "message.max.bytes=8388608",
         ]
         if c.scram_users:
-            lines += ["sasl.enabled.mechanisms=SCRAM-SHA-512",
-                      "listener.name.client.scram-sha-512.sasl.jaas.config="
-                      "org.apache.kafka.common.security.scram.ScramLoginModule required;"]  # fmt: skip
+            # Every listener authenticates. Brokers reach each other on a listener of their own (SCRAM, as the
+            # brokers' user) and the controllers over PLAIN (KRaft controllers cannot check SCRAM: the
+            # credentials live in the metadata they serve). The authorizer denies what no ACL allows.
+            listeners.append(f"INTERNAL://{host}:{c.internal_port}")
+            advertised.append(f"INTERNAL://{host}:{c.internal_port}")
+            protocols = f"CLIENT:{c.client_protocol},INTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+            password = _jaas_quote(self._users()[BROKER_USER].get_secret_value())
+            scram = "org.apache.kafka.common.security.scram.ScramLoginModule required"
+            plain = "org.apache.kafka.common.security.plain.PlainLoginModule required"
+            lines += [
+                "inter.broker.listener.name=INTERNAL",
+                "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+                "sasl.mechanism.controller.protocol=PLAIN",
+                "listener.name.client.sasl.enabled.mechanisms=SCRAM-SHA-512",
+                f"listener.name.client.scram-sha-512.sasl.jaas.config={scram};",
+                "listener.name.internal.sasl.enabled.mechanisms=SCRAM-SHA-512",
+                f'listener.name.internal.scram-sha-512.sasl.jaas.config={scram} username="{BROKER_USER}" '
+                f'password="{password}";',
+                "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+                f'listener.name.controller.plain.sasl.jaas.config={plain} username="{BROKER_USER}" '
+                f'password="{password}" user_{BROKER_USER}="{password}";',
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                f"super.users=User:{BROKER_USER}",
+                "allow.everyone.if.no.acl.found=false",
+            ]
+        elif c.tls_keystore is not None:  # TLS alone: brokers talk to each other on a plain loopback listener
+            listeners.append(f"INTERNAL://{host}:{c.internal_port}")
+            advertised.append(f"INTERNAL://{host}:{c.internal_port}")
+            protocols = f"CLIENT:{c.client_protocol},INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+            lines.append("inter.broker.listener.name=INTERNAL")
+        else:
+            protocols = "CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+            lines.append("inter.broker.listener.name=CLIENT")
+        lines += [f"listeners={','.join(listeners)}", f"advertised.listeners={','.join(advertised)}",
+                  f"listener.security.protocol.map={protocols}"]  # fmt: skip
         if c.tls_keystore is not None:
             lines += ["ssl.keystore.type=PEM", f"ssl.keystore.location={c.tls_keystore}", "ssl.client.auth=none"]
         return "\n".join(lines) + "\n"
@@ -174,16 +226,36 @@ class LocalKafka(LocalService):
         self.prepare()
         self.launch()
         self.wait_ready()
+        self.grant_acls()
         return self
+
+    def grant_acls(self) -> None:
+        """On a secured broker, grant the pipeline's ACLs to its users (as the brokers' super user)."""
+        from kafka import KafkaAdminClient
+
+        from pipeline.kafka.acls import grant_pipeline
+
+        c = self.config
+        if not c.scram_users:
+            return
+        admin = KafkaAdminClient(**self.client_connection(BROKER_USER).client_args(), request_timeout_ms=10000)
+        try:
+            users = list(c.scram_users) if c.pipeline_users is None else c.pipeline_users
+            log.info("granted %d pipeline ACLs to %s", grant_pipeline(admin, users), ", ".join(users))
+        finally:
+            admin.close()
 
     def prepare(self) -> None:
         """Ports, properties and formatted storage (kept from an earlier run in the same data folder)."""
         c = self.config
         self.data_dir = self.scratch_dir(self.data_dir)
         self.port = self.port or free_port(c.host)
-        fill = {k: free_port(c.host) for k in ("controller_port", "internal_port") if not getattr(c, k)}
+        fill: dict = {k: free_port(c.host) for k in ("controller_port", "internal_port") if not getattr(c, k)}
+        if c.scram_users and c.broker_password is None:
+            fill["broker_password"] = SecretStr(_kept_secret(self.data_dir / "broker.secret"))
         self.config = c = c.model_copy(update=fill)
         props = self.data_dir / "server.properties"
+        props.touch(mode=0o600)  # it holds the brokers' password on a secured broker
         props.write_text(self._properties())
         (self.data_dir / "log4j.properties").write_text(
             "log4j.rootLogger=INFO, file\nlog4j.appender.file=org.apache.log4j.FileAppender\n"
@@ -203,7 +275,7 @@ class LocalKafka(LocalService):
         c = self.config
         assert self.data_dir is not None
         args = ["format", "-t", c.cluster_id or new_cluster_id(), "-c", str(props)]
-        for user, password in c.scram_users.items():
+        for user, password in self._users().items():
             args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password.get_secret_value()}]"]
         argfile = self.data_dir / "format.args"
         argfile.touch(mode=0o600)
@@ -236,8 +308,9 @@ class LocalKafka(LocalService):
 
         if not port_open(self.config.host, self.port):  # cheap check first: avoids client reconnect backoff
             return set()
+        who = BROKER_USER if self.config.scram_users else None  # the pipeline's users may not describe the cluster
         admin = KafkaAdminClient(
-            **self.client_connection().client_args(), request_timeout_ms=5000, client_id="readiness",
+            **self.client_connection(who).client_args(), request_timeout_ms=5000, client_id="readiness",
             reconnect_backoff_ms=100, reconnect_backoff_max_ms=500,
         )  # fmt: skip
         try:
