@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -180,6 +181,6 @@ def test_the_secured_brokers_secrets_stay_in_files_of_its_own(secure_kafka):
     for name in ("server.properties", "broker.secret"):
         assert oct((data / name).stat().st_mode & 0o777) == "0o600", name
     assert not (data / "format.args").exists()  # removed once the storage is formatted
-    cmdline = open(f"/proc/{secure_kafka.process.pid}/cmdline", "rb").read().decode()  # what `ps` shows
+    cmdline = Path(f"/proc/{secure_kafka.process.pid}/cmdline").read_bytes().decode()  # what `ps` shows
     secrets = [PASSWORD, STRANGER, (data / "broker.secret").read_text().strip()]
     assert not any(s in cmdline for s in secrets)

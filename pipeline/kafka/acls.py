@@ -37,8 +37,10 @@ def grant_pipeline(admin: KafkaAdminClient, users: list[str]) -> int:
         return 0
     result = admin.create_acls(acls)
     if result["failed"]:
-        raise KafkaUnavailableError(f"the broker refused {len(result['failed'])} of the pipeline's ACLs for "
-                                    f"{', '.join(users)}: {result['failed'][0].__name__}")
+        raise KafkaUnavailableError(
+            f"the broker refused {len(result['failed'])} of the pipeline's ACLs for "
+            f"{', '.join(users)}: {result['failed'][0].__name__}"
+        )
     return len(acls)
 
 

@@ -43,9 +43,11 @@ class LocalKafkaConfig(BaseModel):
     tls_keystore: Path | None = Field(None, description="PEM with the server's key and certificate chain")
     tls_ca: Path | None = Field(None, description="the CA clients should trust (for client_connection)")
     pipeline_users: list[str] | None = Field(
-        None, description="SCRAM users granted the pipeline's ACLs; unset = all of them (others get no access)")
+        None, description="SCRAM users granted the pipeline's ACLs; unset = all of them (others get no access)"
+    )
     broker_password: SecretStr | None = Field(
-        None, description="the brokers' own password (shared by a cluster's nodes); unset = made once per data folder")
+        None, description="the brokers' own password (shared by a cluster's nodes); unset = made once per data folder"
+    )
     # a node of a cluster (LocalKafkaCluster fills these in)
     node_id: int = Field(1, ge=1)
     controller_port: int = Field(0, ge=0, le=65535)
