@@ -359,7 +359,7 @@ def cmd_rollout_start(args: argparse.Namespace) -> int:
                            max_latency_ratio=args.max_latency_ratio, error_budget=args.error_budget)  # fmt: skip
     state = start_rollout(conn, topics, repository=args.repository or settings.local.repository, triton_http=http,
                           weights=args.weights, onnx=args.onnx, plan=args.plan, canary_share=args.canary,
-                          shadow_share=args.shadow, policy=policy)  # fmt: skip
+                          shadow_share=args.shadow, policy=policy, control_key=settings.triton.control_key)  # fmt: skip
     _print_state(state)
     return 0
 

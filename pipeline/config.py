@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pipeline.errors import ConfigError
@@ -20,6 +20,7 @@ from pipeline.kafka.connection import KafkaConnection, KafkaSecurity
 from pipeline.kafka.topics import Topics, TopicSpec
 from pipeline.local.process import default_cache
 from pipeline.messages import FrameLimits
+from pipeline.secret_files import read_secret
 from pipeline.serving import contract
 
 TOPIC_NAME = r"^[A-Za-z0-9._-]{1,200}$"
@@ -60,6 +61,16 @@ class TritonSettings(BaseModel):
     model_version: str = Field("", pattern=r"^[0-9]*$", description="explicit version; empty = the server's policy")
     timeout_s: float = Field(10.0, gt=0)
     retries: int = Field(12, ge=0, description="retries while the server is unavailable (backoff doubles to 5 s)")
+    control_key: SecretStr | None = Field(None, description="key for the server's restricted model control")
+    control_key_file: Path | None = Field(None, description="file holding control_key (instead of control_key)")
+
+    @model_validator(mode="after")
+    def _read_key(self) -> TritonSettings:
+        if self.control_key_file is not None:
+            if self.control_key is not None:
+                raise ValueError("set control_key or control_key_file, not both")
+            self.control_key = read_secret(self.control_key_file)
+        return self
 
 
 class LocalSettings(BaseModel):

@@ -8,6 +8,7 @@ rolled back, a controller SIGKILLed mid-rollout, and replays of the live and the
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from pydantic import SecretStr
 
 from consumers.rules import load_rules
 from pipeline import rle
@@ -173,11 +175,15 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_repository(out, "cpu", options=RepositoryOptions(score_threshold=SERVING_SCORE_THRESHOLD))
 
 
+CONTROL_KEY = SecretStr("the rollout controller's key")
+
+
 @pytest.fixture(scope="module")
 def server(repo: Path):
+    """Model control restricted to the key's holder, as in the deployments."""
     from pipeline.local.triton import LocalTriton, LocalTritonConfig
 
-    with LocalTriton(LocalTritonConfig(model_repository=repo)) as t:
+    with LocalTriton(LocalTritonConfig(model_repository=repo, control_key=CONTROL_KEY)) as t:
         yield t
 
 
@@ -232,7 +238,8 @@ def assert_published_once(runner: IngestRunner, frames: list[FrameDetections]) -
 
 def rollout_with_ingest(kafka, server, topics, *, seed: int, **start) -> tuple[RolloutState, IngestRunner]:
     state = start_rollout(kafka.bootstrap, topics, canary_share=0.25, shadow_share=0.5,
-                          policy=RolloutPolicy(min_frames=30), triton_http=server.http_url, **start)  # fmt: skip
+                          policy=RolloutPolicy(min_frames=30), triton_http=server.http_url, control_key=CONTROL_KEY,
+                          **start)  # fmt: skip
     controller = RolloutController(kafka.bootstrap, topics, save_every_s=0.5)
     result: list[RolloutState | None] = []
     judge = threading.Thread(target=lambda: result.append(controller.run(until_decided=True)), daemon=True)
@@ -250,25 +257,56 @@ def test_a_candidate_that_fails_to_load_leaves_live_serving_and_start_says_why(k
     garbage = tmp_path / "broken.onnx"
     garbage.write_bytes(b"not an onnx file")
     with pytest.raises(CandidateError, match="ONNX Runtime cannot load it"):
-        start_rollout(kafka.bootstrap, topics, repository=repo, triton_http=server.http_url, onnx=garbage)
+        start_rollout(kafka.bootstrap, topics, repository=repo, triton_http=server.http_url, onnx=garbage,
+                      control_key=CONTROL_KEY)  # fmt: skip
     # a file that passes the checks here but that Triton cannot load: removed again, live unchanged
     staged = stage_candidate(repo, weights=SHIPPED_WEIGHTS)
     (staged.folders[0] / "model.onnx").write_bytes(b"corrupted after staging")
     with pytest.raises(CandidateError, match=r"version 2 failed to load: .*live ensemble sparseinst_pipeline: "
                        r"still serving"):  # fmt: skip
-        load_candidate(server.http_url, repo, staged, "sparseinst_pipeline")
+        load_candidate(server.http_url, repo, staged, "sparseinst_pipeline", control_key=CONTROL_KEY)
     assert network_versions(repo) == [1] and not staged.folders[1].exists()
     assert RolloutStore(kafka.bootstrap, topics.rollout_state).load() is None  # no rollout was recorded
     # the CLI says it in one line and exits 2
     cfg = tmp_path / "settings.yaml"
     cfg.write_text(yaml.safe_dump({"kafka": {"bootstrap": kafka.bootstrap, "rollout_state_topic": topics.rollout_state,
                                              "shadow_topic": topics.shadow},
-                                   "triton": {"grpc_url": server.grpc_url, "http_url": server.http_url}}))  # fmt: skip
+                                   "triton": {"grpc_url": server.grpc_url, "http_url": server.http_url,
+                                              "control_key": CONTROL_KEY.get_secret_value()}}))  # fmt: skip
     run = subprocess.run([sys.executable, "-m", "pipeline", "rollout", "start", "--config", str(cfg), "--repository",
                           str(repo), "--onnx", str(garbage)], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 2
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "ONNX Runtime cannot load it" in errors[0]
+
+
+def test_model_control_without_the_key_is_refused_and_inference_stays_open(kafka, server, repo, topics):
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    staged = stage_candidate(repo, weights=SHIPPED_WEIGHTS)
+    try:
+        with pytest.raises(CandidateError, match=r"failed to load: .*restricted"):
+            load_candidate(server.http_url, repo, staged, "sparseinst_pipeline")  # no key
+        with pytest.raises(CandidateError, match=r"failed to load: .*restricted"):
+            load_candidate(server.http_url, repo, staged, "sparseinst_pipeline", control_key=SecretStr("a guess"))
+    finally:
+        for folder in staged.folders:
+            shutil.rmtree(folder, ignore_errors=True)
+    http = httpclient.InferenceServerClient(server.http_url)
+    grpc = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        for client in (http, grpc):  # nobody without the key unloads the live model, on either protocol
+            with pytest.raises(InferenceServerException, match="restricted"):
+                client.unload_model("sparseinst_pipeline")
+        assert http.is_model_ready("sparseinst_pipeline") and grpc.is_model_ready("sparseinst_pipeline")
+    finally:
+        http.close()
+        grpc.close()
+    assert network_versions(repo) == [1]
+    runner = stream(kafka, server, topics, seed=7, seconds=1.0)  # inference needs no key
+    assert sum(runner.stats.published.values()) == sum(runner.stats.frames_read.values()) > 0
 
 
 def test_a_candidate_with_the_same_weights_is_promoted_and_every_frame_is_published_once(kafka, server, repo, topics):

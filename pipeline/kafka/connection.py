@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from pipeline.errors import KafkaUnavailableError
+from pipeline.secret_files import read_secret
 
 Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 Mechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
@@ -30,6 +31,7 @@ class KafkaSecurity(BaseModel):
     sasl_mechanism: Mechanism = "SCRAM-SHA-512"
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = Field(None, description="file holding the password (instead of password)")
     ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) that signed the brokers' certificates")
     ssl_certfile: Path | None = Field(None, description="client certificate (PEM), for brokers that ask for one")
     ssl_keyfile: Path | None = None
@@ -37,6 +39,10 @@ class KafkaSecurity(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> KafkaSecurity:
+        if self.password_file is not None:
+            if self.password is not None:
+                raise ValueError("set password or password_file, not both")
+            self.password = read_secret(self.password_file)
         if self.protocol.startswith("SASL") and (not self.username or self.password is None):
             raise ValueError(f"protocol {self.protocol} needs username and password")
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):

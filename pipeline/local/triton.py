@@ -19,11 +19,12 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from pipeline.local.ports import free_port, wait_until
 from pipeline.local.process import LocalService, ServiceError, default_cache
 from pipeline.paths import checked_repository
+from pipeline.serving.control import control_headers, restricted_api_args
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class LocalTritonConfig(BaseModel):
     backends_dir: Path = Field(default_factory=lambda: default_cache() / "triton-backends")
     startup_timeout_s: float = Field(120.0, gt=0)
     verbose: int = Field(0, ge=0)
+    control_key: SecretStr | None = Field(None, description="restrict model control to holders of this key")
 
 
 def _pytriton_server_dir() -> Path:
@@ -104,7 +106,8 @@ class LocalTriton(LocalService):
             "--exit-on-error=false",  # one broken model must not take the others down
             f"--log-verbose={c.verbose}",
         ]  # fmt: skip
-        return cmd + [f"--load-model={m}" for m in c.load_models]
+        restricted = restricted_api_args(c.control_key) if c.control_key is not None else []
+        return cmd + restricted + [f"--load-model={m}" for m in c.load_models]
 
     def start(self) -> LocalTriton:
         c = self.config
@@ -152,7 +155,8 @@ class LocalTriton(LocalService):
 
     def models(self) -> list[dict]:
         """The repository index: name, version, state and reason of every model Triton knows."""
-        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST",
+                                     headers=control_headers(self.config.control_key))  # fmt: skip
         with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())
 
@@ -162,4 +166,4 @@ class LocalTriton(LocalService):
 
         client = httpclient.InferenceServerClient(self.http_url)
         for name in models:
-            client.load_model(name)
+            client.load_model(name, headers=control_headers(self.config.control_key))

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr
+
 from pipeline.errors import PipelineError
 from pipeline.kafka.connection import KafkaConnection
 from pipeline.kafka.topics import Topics
@@ -36,12 +38,13 @@ def _end_offsets(conn: KafkaConnection, topic: str) -> dict[int, int]:
 
 def start_rollout(conn: KafkaConnection | str, topics: Topics, *, repository: Path, triton_http: str,
                   weights: Path | None = None, onnx: Path | None = None, plan: Path | None = None,
-                  canary_share: float = 0.1, shadow_share: float = 0.2,
-                  policy: RolloutPolicy | None = None) -> RolloutState:  # fmt: skip
+                  canary_share: float = 0.1, shadow_share: float = 0.2, policy: RolloutPolicy | None = None,
+                  control_key: SecretStr | None = None) -> RolloutState:  # fmt: skip
     """Stage the candidate as the next version, load it beside live, and record the running rollout.
 
     Refused while another rollout runs. A candidate that fails to load is removed again and
     :class:`CandidateError` says why; live serving and the rollout state are unchanged.
+    ``control_key`` opens the server's model control where it is restricted.
     """
     import tritonclient.http as httpclient
 
@@ -64,7 +67,7 @@ def start_rollout(conn: KafkaConnection | str, topics: Topics, *, repository: Pa
         if not ready:
             raise RolloutError(f"the live ensemble {live} is not ready on {triton_http}: fix live serving first")
         staged = stage_candidate(repository, weights=weights, onnx=onnx, plan=plan)
-        load_candidate(triton_http, repository, staged, live)
+        load_candidate(triton_http, repository, staged, live, control_key=control_key)
         state = RolloutState(
             rollout_id=f"{contract.NETWORK}-v{staged.version}-{time.strftime('%Y%m%dT%H%M%S')}",
             live_version=live_version, live_ensemble=live, candidate_version=staged.version,

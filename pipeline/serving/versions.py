@@ -17,8 +17,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from pipeline.errors import PipelineError
 from pipeline.serving import contract
+from pipeline.serving.control import control_headers
 from pipeline.serving.repository import FIRST_VERSION, PYTHON_MODELS, read_spec, render_ensemble
 
 log = logging.getLogger(__name__)
@@ -158,15 +161,17 @@ def _export(weights: Path, arch: str | None, spec: contract.ModelSpec, out: Path
     return out
 
 
-def load_candidate(http_url: str, repository: Path, staged: StagedVersion, live_ensemble: str) -> None:
+def load_candidate(http_url: str, repository: Path, staged: StagedVersion, live_ensemble: str, *,
+                   control_key: SecretStr | None = None) -> None:  # fmt: skip
     """Load a staged version and its ensemble; on failure remove it again and raise why."""
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
+    headers = control_headers(control_key)
     client = httpclient.InferenceServerClient(http_url)
     try:
-        client.load_model(contract.NETWORK)
-        client.load_model(staged.ensemble)
+        client.load_model(contract.NETWORK, headers=headers)
+        client.load_model(staged.ensemble, headers=headers)
         if not client.is_model_ready(staged.ensemble):
             raise CandidateError(f"{staged.ensemble} loaded but is not ready")
     except (InferenceServerException, CandidateError) as exc:
@@ -174,7 +179,8 @@ def load_candidate(http_url: str, repository: Path, staged: StagedVersion, live_
         for folder in staged.folders:
             shutil.rmtree(folder, ignore_errors=True)
         try:
-            client.load_model(contract.NETWORK)  # forget the failed version; the loaded ones stay as they were
+            # forget the failed version; the loaded ones stay as they were
+            client.load_model(contract.NETWORK, headers=headers)
         except InferenceServerException as again:
             log.warning("reloading %s without the failed version: %s", contract.NETWORK, _first_line(again.message()))
         live = "still serving" if client.is_model_ready(live_ensemble) else "NOT READY"
