@@ -316,6 +316,16 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     found = ensure_topics(conn, settings.kafka.topic_names(), settings.kafka.topics, create=True)
     for name, partitions in sorted(found.items()):
         print(f"{name:<40} {partitions:>3} partitions")
+    if args.grant:
+        from kafka import KafkaAdminClient
+
+        from pipeline.kafka.acls import grant_pipeline
+
+        admin = KafkaAdminClient(**conn.client_args(), client_id="sparseinst-topics")
+        try:
+            print(f"granted {grant_pipeline(admin, args.grant)} ACLs to {', '.join(args.grant)}")
+        finally:
+            admin.close()
     return 0
 
 
@@ -359,7 +369,7 @@ def cmd_rollout_start(args: argparse.Namespace) -> int:
                            max_latency_ratio=args.max_latency_ratio, error_budget=args.error_budget)  # fmt: skip
     state = start_rollout(conn, topics, repository=args.repository or settings.local.repository, triton_http=http,
                           weights=args.weights, onnx=args.onnx, plan=args.plan, canary_share=args.canary,
-                          shadow_share=args.shadow, policy=policy, control_key=settings.triton.control_key)  # fmt: skip
+                          shadow_share=args.shadow, policy=policy, control_key=settings.triton.key())  # fmt: skip
     _print_state(state)
     return 0
 
@@ -605,6 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = tp.add_subparsers(dest="topics_command", required=True)
     tc = tsub.add_parser("create", help="create missing topics with kafka.topics' layout and check existing ones")
     tc.add_argument("--config", type=Path, help="settings YAML (kafka.bootstrap, kafka.topics, kafka.security)")
+    tc.add_argument("--grant", nargs="+", metavar="USER",
+                    help="also grant these users the pipeline's ACLs (as a user who may alter ACLs)")  # fmt: skip
     tc.set_defaults(func=cmd_topics_create)
 
     ro = sub.add_parser("rollout", help="model version rollouts: canary and shadow traffic judged on the masks")

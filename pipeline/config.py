@@ -64,13 +64,21 @@ class TritonSettings(BaseModel):
     control_key: SecretStr | None = Field(None, description="key for the server's restricted model control")
     control_key_file: Path | None = Field(None, description="file holding control_key (instead of control_key)")
 
-    @model_validator(mode="after")
-    def _read_key(self) -> TritonSettings:
-        if self.control_key_file is not None:
-            if self.control_key is not None:
-                raise ValueError("set control_key or control_key_file, not both")
-            self.control_key = read_secret(self.control_key_file)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _one_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("control_key") is not None and data.get("control_key_file") is not None:
+            raise ValueError("set control_key or control_key_file, not both")
+        return data
+
+    def key(self) -> SecretStr | None:
+        """The model-control key, read from ``control_key_file`` when it is needed."""
+        if self.control_key_file is None:
+            return self.control_key
+        try:
+            return read_secret(self.control_key_file)
+        except ValueError as exc:
+            raise ConfigError(f"triton.control_key_file: {exc}") from None
 
 
 class LocalSettings(BaseModel):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +28,34 @@ def manifests() -> list[dict]:
     return docs
 
 
+SECRET_MOUNTS = "/var/run/secrets/sparseinst"  # where the k8s pods mount the Secrets
+
+
+@pytest.fixture(scope="module")
+def secrets(tmp_path_factory) -> Path:
+    """What deploy/make-secrets.sh makes, in a folder of its own."""
+    out = tmp_path_factory.mktemp("deploy") / "secrets"
+    run = subprocess.run(["bash", str(ROOT / "deploy" / "make-secrets.sh"), str(out)], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def k8s_settings(manifests, secrets, tmp_path_factory):
+    """The ConfigMap's settings as a pod sees them: the Secrets of k8s-secrets.yaml mounted as its volumes."""
+    from pipeline.config import load_settings
+
+    mounts = tmp_path_factory.mktemp("mounts")
+    for secret in yaml.safe_load_all((secrets / "k8s-secrets.yaml").read_text()):
+        folder = {"sparseinst-kafka": "kafka", "sparseinst-triton-control": "triton"}[secret["metadata"]["name"]]
+        (mounts / folder).mkdir()
+        for key, value in secret["data"].items():
+            (mounts / folder / key).write_bytes(base64.b64decode(value))
+    text = _one(manifests, "ConfigMap", "sparseinst-config")["data"]["pipeline.yaml"]
+    return load_settings(None, **yaml.safe_load(text.replace(SECRET_MOUNTS, str(mounts))))
+
+
 def _gpu_reserved(service: dict) -> bool:
     devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
     return any("gpu" in d.get("capabilities", []) for d in devices)
@@ -39,12 +72,18 @@ def test_compose_has_the_production_services(compose):
             assert dep in compose["services"], f"{name} depends on unknown {dep}"
 
 
-def test_kafka_runs_kraft_with_a_health_check(compose):
+def test_kafka_runs_the_secured_broker_script_with_a_health_check(compose):
     kafka = compose["services"]["kafka"]
-    env = kafka["environment"]
-    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    assert "CONTROLLER" in env["KAFKA_LISTENERS"]
-    assert "kafka-broker-api-versions" in " ".join(kafka["healthcheck"]["test"])
+    assert kafka["entrypoint"][-1] == "/opt/sparseinst/start-broker.sh"
+    assert "./deploy/kafka/start-broker.sh:/opt/sparseinst/start-broker.sh:ro" in kafka["volumes"]
+    assert set(kafka["secrets"]) == {"kafka-admin.password", "kafka-pipeline.password", "kafka-broker.pem",
+                                     "kafka-ca.pem"}  # fmt: skip
+    health = " ".join(kafka["healthcheck"]["test"])
+    assert "kafka-broker-api-versions" in health and "--command-config /tmp/sparseinst-kafka/admin.properties" in health
+    script = (ROOT / "deploy" / "kafka" / "start-broker.sh").read_text()
+    protocols = next(line for line in script.splitlines() if line.startswith("listener.security.protocol.map="))
+    assert "PLAINTEXT" not in protocols.replace("SASL_PLAINTEXT", "")  # every listener authenticates
+    assert "StandardAuthorizer" in script and "allow.everyone.if.no.acl.found=false" in script
 
 
 def test_triton_is_the_ngc_image_with_a_gpu_and_waits_for_the_repository_build(compose):
@@ -54,7 +93,7 @@ def test_triton_is_the_ngc_image_with_a_gpu_and_waits_for_the_repository_build(c
     assert _gpu_reserved(triton) and _gpu_reserved(compose["services"]["repository-builder"])
     assert triton["depends_on"]["repository-builder"]["condition"] == "service_completed_successfully"
     assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
-    assert "--model-repository=/models" in triton["command"]
+    assert "--model-repository=/models" in " ".join(triton["command"])
     builder = compose["services"]["repository-builder"]
     assert any(v.startswith("models:/models") for v in builder["volumes"])
     assert any(v.startswith("models:/models") for v in triton["volumes"])
@@ -83,7 +122,7 @@ def test_the_builder_script_uses_the_project_commands():
         serialize_main(["--help"])
 
 
-def test_the_app_commands_and_settings_are_valid(compose, manifests):
+def test_the_app_commands_and_settings_are_valid(compose, manifests, k8s_settings):
     from pipeline.cli import build_parser
     from pipeline.config import load_settings
 
@@ -95,8 +134,7 @@ def test_the_app_commands_and_settings_are_valid(compose, manifests):
     parser.parse_args(["run", "--config", "x.yaml", "--shard", "3", "--shards", "4"])
     settings = load_settings(ROOT / "deploy" / "pipeline.yaml")
     assert settings.cameras and settings.consumer.rules is not None
-    configmap = yaml.safe_load(_one(manifests, "ConfigMap", "sparseinst-config")["data"]["pipeline.yaml"])
-    assert load_settings(None, **configmap).cameras
+    assert k8s_settings.cameras
 
 
 def test_every_manifest_is_well_formed(manifests):
@@ -129,15 +167,7 @@ def test_triton_deployment_is_behind_a_service_and_gets_a_gpu(manifests):
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
 
 
-def _k8s_settings(manifests: list[dict]):
-    from pipeline.config import load_settings
-
-    return load_settings(
-        None, **yaml.safe_load(_one(manifests, "ConfigMap", "sparseinst-config")["data"]["pipeline.yaml"])
-    )
-
-
-def test_ingest_shards_match_replicas_and_every_shard_has_cameras(manifests):
+def test_ingest_shards_match_replicas_and_every_shard_has_cameras(manifests, k8s_settings):
     from pipeline.apps.ingest import build_sources
 
     ingest = _one(manifests, "StatefulSet", "ingest")
@@ -146,11 +176,11 @@ def test_ingest_shards_match_replicas_and_every_shard_has_cameras(manifests):
     shards = int(env["INGEST_SHARDS"])
     assert shards == ingest["spec"]["replicas"]
     assert "--shard" in " ".join(container["args"]) and "--shards" in " ".join(container["args"])
-    settings = _k8s_settings(manifests)
+    settings = k8s_settings
     assert all(build_sources(settings, shard=k, shards=shards) for k in range(shards))
 
 
-def test_topics_have_one_owner_and_the_layout_the_apps_need(compose, manifests):
+def test_topics_have_one_owner_and_the_layout_the_apps_need(compose, manifests, k8s_settings):
     from pipeline.config import load_settings
 
     job = _one(manifests, "Job", "sparseinst-topics")["spec"]["template"]["spec"]["containers"][0]
@@ -158,18 +188,20 @@ def test_topics_have_one_owner_and_the_layout_the_apps_need(compose, manifests):
         "topics",
         "create",
     ]
-    k8s = _k8s_settings(manifests)
+    k8s = k8s_settings
     partitions = int(_one(manifests, "ConfigMap", "sparseinst-config")["data"]["KAFKA_PARTITIONS"])
     assert k8s.kafka.topics.partitions == partitions
     assert k8s.kafka.topics.replication == 3 and k8s.kafka.topics.min_insync_replicas == 2
     local = load_settings(ROOT / "deploy" / "pipeline.yaml")
     kafka_env = compose["services"]["kafka"]["environment"]
-    assert local.kafka.topics.replication == 1 and kafka_env["KAFKA_NODE_ID"] == 1  # compose runs one broker
+    assert local.kafka.topics.replication == 1 and kafka_env.get("NODE_ID", 1) == 1  # compose runs one broker
     for settings in (k8s, local):  # the apps check the topics; only the owner creates them
         assert settings.kafka.create_topics is False
 
 
-def test_consumers_scale_up_to_the_partition_count_each_with_its_own_identity_and_sink(compose, manifests):
+def test_consumers_scale_up_to_the_partition_count_each_with_its_own_identity_and_sink(
+    compose, manifests, k8s_settings
+):
     partitions = int(_one(manifests, "ConfigMap", "sparseinst-config")["data"]["KAFKA_PARTITIONS"])
     consumers = _one(manifests, "StatefulSet", "consumers")
     hpa = _one(manifests, "HorizontalPodAutoscaler", "consumers")
@@ -179,7 +211,7 @@ def test_consumers_scale_up_to_the_partition_count_each_with_its_own_identity_an
     pod_name = [e for e in container["env"] if e["name"] == "POD_NAME"]
     assert pod_name and pod_name[0]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # member id
     claims = {c["metadata"]["name"] for c in consumers["spec"]["volumeClaimTemplates"]}
-    sink = _k8s_settings(manifests).consumer.sink
+    sink = k8s_settings.consumer.sink
     assert sink is not None and "{member}" in str(sink)  # one file per replica...
     assert any(m["name"] in claims and str(sink).startswith(m["mountPath"]) for m in container["volumeMounts"])
     from pipeline.config import load_settings
@@ -214,8 +246,8 @@ def test_build_contexts_leave_out_the_virtualenv_and_caches():
         assert path in ignored
 
 
-def test_apps_expose_their_metrics(compose, manifests):
-    settings = _k8s_settings(manifests)
+def test_apps_expose_their_metrics(compose, manifests, k8s_settings):
+    settings = k8s_settings
     assert settings.metrics.port == 9400 and settings.metrics.address == "0.0.0.0"
     for kind, name in (("StatefulSet", "ingest"), ("StatefulSet", "consumers")):
         container = _one(manifests, kind, name)["spec"]["template"]["spec"]["containers"][0]
@@ -234,7 +266,140 @@ def test_one_rollout_controller_runs_with_a_valid_command(compose, manifests):
     assert "replicas" not in compose["services"]["rollout-controller"].get("deploy", {})
 
 
-def test_compose_publishes_triton_on_loopback_only():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    ports = compose["services"]["triton"]["ports"]
-    assert ports and all(p.startswith("${TRITON_BIND:-127.0.0.1}:") for p in ports), ports
+def test_triton_stays_inside_the_compose_network_and_only_the_controller_holds_the_control_key(compose):
+    services = compose["services"]
+    triton = services["triton"]
+    assert "ports" not in triton
+    command = " ".join(triton["command"])
+    for option in ("--http-restricted-api", "--grpc-restricted-protocol"):
+        assert f'{option}="model-repository:sparseinst-control-key=$$key"' in command
+    assert 'key="$$(cat /run/secrets/triton-control.key)"' in command and triton["secrets"] == ["triton-control.key"]
+    holders = {name for name, s in services.items() if "triton-control.key" in s.get("secrets", [])}
+    assert holders == {"triton", "rollout-controller"}
+    controller_env = services["rollout-controller"]["environment"]
+    assert controller_env["SPARSEINST_TRITON__CONTROL_KEY_FILE"] == "/run/secrets/triton-control.key"
+    assert set(compose["secrets"]) >= {"triton-control.key"}
+    for secret in compose["secrets"].values():
+        assert secret["file"].startswith("./deploy/secrets/")
+    assert "/deploy/secrets/" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_every_compose_app_reaches_kafka_over_sasl_ssl_with_its_password_in_a_file(compose):
+    apps = {n: s for n, s in compose["services"].items() if s.get("image") == "sparseinst-pipeline:latest"}
+    assert set(apps) == {"topics", "ingest", "consumers", "rollout-controller"}
+    for name, app in apps.items():
+        env = app["environment"]
+        assert env["SPARSEINST_KAFKA__SECURITY__PROTOCOL"] == "SASL_SSL", name
+        assert "SPARSEINST_KAFKA__SECURITY__PASSWORD" not in env, name  # never the password itself
+        password = env["SPARSEINST_KAFKA__SECURITY__PASSWORD_FILE"]
+        assert password.removeprefix("/run/secrets/") in app["secrets"], name
+        assert env["SPARSEINST_KAFKA__SECURITY__SSL_CAFILE"] == "/run/secrets/kafka-ca.pem", name
+        user = env["SPARSEINST_KAFKA__SECURITY__USERNAME"]
+        assert (user, password) == (("admin", "/run/secrets/kafka-admin.password") if name == "topics" else
+                                    ("pipeline", "/run/secrets/kafka-pipeline.password")), name  # fmt: skip
+    assert apps["topics"]["command"][-2:] == ["--grant", "pipeline"]  # the admin grants the pipeline's ACLs
+
+
+def test_every_k8s_app_reaches_kafka_over_sasl_ssl_and_triton_restricts_model_control(manifests, k8s_settings):
+    security = k8s_settings.kafka.security
+    assert security.protocol == "SASL_SSL" and security.username == "pipeline" and security.password is None
+    assert len(security.secret().get_secret_value()) == 32  # read from the mounted Secret
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in manifests
+            if d["kind"] in ("Deployment", "StatefulSet", "Job")}  # fmt: skip
+    for name in ("consumers", "ingest", "rollout-controller", "sparseinst-topics"):
+        volumes = {v["name"]: v for v in pods[name]["volumes"]}
+        assert volumes["kafka-secret"]["secret"]["secretName"] == "sparseinst-kafka", name
+        mounts = {m["name"]: m["mountPath"] for m in pods[name]["containers"][0]["volumeMounts"]}
+        assert mounts["kafka-secret"] == f"{SECRET_MOUNTS}/kafka", name
+    args = pods["triton"]["containers"][0]["args"]
+    for option in ("--http-restricted-api", "--grpc-restricted-protocol"):
+        assert f"{option}=model-repository:sparseinst-control-key=$(TRITON_CONTROL_KEY)" in args
+    env = {e["name"]: e for e in pods["triton"]["containers"][0]["env"]}
+    assert env["TRITON_CONTROL_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "sparseinst-triton-control"
+    holders = {n for n, p in pods.items()
+               if "sparseinst-triton-control" in yaml.safe_dump(p)}  # fmt: skip
+    assert holders == {"triton", "rollout-controller"}
+    controller = {e["name"]: e.get("value") for e in pods["rollout-controller"]["containers"][0]["env"]}
+    assert controller["SPARSEINST_TRITON__CONTROL_KEY_FILE"] == f"{SECRET_MOUNTS}/triton/key"
+
+
+def test_make_secrets_keeps_what_exists_and_keeps_the_folder_private(secrets):
+    assert oct(secrets.stat().st_mode & 0o777) == "0o700"
+    for name in ("kafka-ca.key", "k8s-secrets.yaml"):
+        assert oct((secrets / name).stat().st_mode & 0o777) == "0o600", name
+    before = {p.name: p.read_bytes() for p in secrets.iterdir()}
+    run = subprocess.run(["bash", str(ROOT / "deploy" / "make-secrets.sh"), str(secrets)], capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert {p.name: p.read_bytes() for p in secrets.iterdir()} == before  # a second run changes nothing
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(secrets / "kafka-ca.pem"), "-verify_hostname",
+                             "kafka", str(secrets / "kafka-broker.pem")], capture_output=True, text=True)  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+@pytest.mark.slow
+def test_the_compose_broker_script_takes_only_authenticated_users_and_grants_the_pipelines_acls(secrets, tmp_path):
+    """deploy/kafka/start-broker.sh run for real (on the project's Kafka jars, on loopback ports)."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from pipeline.errors import KafkaUnavailableError
+    from pipeline.kafka.connection import KafkaConnection, KafkaSecurity, check_connection
+    from pipeline.local.kafka import ensure_kafka_jars
+    from pipeline.local.ports import free_port
+    from pipeline.local.process import default_cache
+
+    ports = {k: free_port("127.0.0.1") for k in ("PORT", "INTERNAL_PORT", "CONTROLLER_PORT")}
+    env = dict(os.environ, KAFKA_LIBS=str(ensure_kafka_jars(default_cache() / "kafka-jars")), SECRETS=str(secrets),
+               DATA=str(tmp_path / "data"), CONF=str(tmp_path / "conf"), ADVERTISED_HOST="localhost",
+               BIND="127.0.0.1", HEAP_MB="384", PARTITIONS="2", **{k: str(v) for k, v in ports.items()})  # fmt: skip
+    log = open(tmp_path / "broker.log", "wb")  # noqa: SIM115 - the broker's output, read on failure
+    broker = subprocess.Popen(["bash", str(ROOT / "deploy" / "kafka" / "start-broker.sh")], env=env, stdout=log,
+                              stderr=subprocess.STDOUT)  # fmt: skip
+    bootstrap = f"localhost:{ports['PORT']}"
+
+    def as_user(user: str, password_file: Path | None = None, password: str | None = None) -> KafkaConnection:
+        return KafkaConnection(bootstrap=bootstrap, security=KafkaSecurity(
+            protocol="SASL_SSL", username=user, password_file=password_file, password=password,
+            ssl_cafile=secrets / "kafka-ca.pem"))  # fmt: skip
+
+    try:
+        admin_file = secrets / "kafka-admin.password"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                check_connection(as_user("admin", admin_file), timeout_s=5)
+                break
+            except KafkaUnavailableError:
+                assert broker.poll() is None and time.monotonic() < deadline, (tmp_path / "broker.log").read_text()
+                time.sleep(1)
+        for name in ("server.properties", "admin.properties"):
+            assert oct((tmp_path / "conf" / name).stat().st_mode & 0o777) == "0o600"
+        cmdline = Path(f"/proc/{broker.pid}/cmdline").read_bytes().decode()
+        assert not any(
+            (secrets / f).read_text() in cmdline for f in ("kafka-admin.password", "kafka-pipeline.password")
+        )
+        # the compose topics service: as the admin, create the topics and grant the pipeline's ACLs
+        config = tmp_path / "admin.yaml"
+        security = as_user("admin", admin_file).security.model_dump(mode="json", exclude_none=True)
+        kafka = {"bootstrap": bootstrap, "detections_topic": "d", "events_topic": "e", "topics": {"partitions": 2}}
+        config.write_text(yaml.safe_dump({"kafka": kafka | {"security": security}}))
+        grant = [sys.executable, "-m", "pipeline", "topics", "create", "--config", str(config), "--grant", "pipeline"]
+        topics = subprocess.run(grant, capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert topics.returncode == 0 and "granted 6 ACLs to pipeline" in topics.stdout, topics.stderr[-2000:]
+        pipeline = as_user("pipeline", secrets / "kafka-pipeline.password").client_args()
+        producer = KafkaProducer(**pipeline)
+        producer.send("d", b"hello", partition=0).get(timeout=30)
+        producer.close()
+        consumer = KafkaConsumer(**pipeline, auto_offset_reset="earliest", consumer_timeout_ms=15000)
+        consumer.assign([TopicPartition("d", 0)])
+        assert [m.value for m in consumer] == [b"hello"]
+        consumer.close()
+        with pytest.raises(KafkaUnavailableError):  # a wrong password
+            check_connection(as_user("pipeline", password="guess"), timeout_s=10)
+        for port in ports.values():  # no listener takes a plaintext client
+            with pytest.raises(KafkaUnavailableError):
+                check_connection(KafkaConnection(bootstrap=f"127.0.0.1:{port}"), timeout_s=5)
+    finally:
+        broker.kill()
+        broker.wait()
+        log.close()

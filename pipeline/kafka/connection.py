@@ -37,19 +37,32 @@ class KafkaSecurity(BaseModel):
     ssl_keyfile: Path | None = None
     ssl_check_hostname: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("password") is not None and data.get("password_file") is not None:
+            raise ValueError("set password or password_file, not both")
+        return data
+
     @model_validator(mode="after")
     def _complete(self) -> KafkaSecurity:
-        if self.password_file is not None:
-            if self.password is not None:
-                raise ValueError("set password or password_file, not both")
-            self.password = read_secret(self.password_file)
-        if self.protocol.startswith("SASL") and (not self.username or self.password is None):
-            raise ValueError(f"protocol {self.protocol} needs username and password")
+        if self.protocol.startswith("SASL") and (not self.username or (self.password or self.password_file) is None):
+            raise ValueError(f"protocol {self.protocol} needs username and password (or password_file)")
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"{name}: file not found: {path}")
         return self
+
+    def secret(self) -> SecretStr:
+        """The password, read from ``password_file`` when a client is built (a rotated secret is picked up)."""
+        if self.password is not None:
+            return self.password
+        assert self.password_file is not None
+        try:
+            return read_secret(self.password_file)
+        except ValueError as exc:
+            raise KafkaUnavailableError(f"kafka.security.password_file: {exc}") from None
 
     @property
     def sasl(self) -> bool:
@@ -76,9 +89,8 @@ class KafkaConnection(BaseModel):
         s = self.security
         args: dict[str, Any] = {"bootstrap_servers": self.bootstrap.split(","), "security_protocol": s.protocol}
         if s.sasl:
-            assert s.password is not None
             args |= {"sasl_mechanism": s.sasl_mechanism, "sasl_plain_username": s.username,
-                     "sasl_plain_password": s.password.get_secret_value()}  # fmt: skip
+                     "sasl_plain_password": s.secret().get_secret_value()}  # fmt: skip
         if s.tls:
             args |= {"ssl_check_hostname": s.ssl_check_hostname}
             args |= {k: str(getattr(s, k)) for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(s, k)}
