@@ -513,6 +513,45 @@ def _running_rollout(conn, rollout_id: str):
 
 
 @pytest.mark.slow
+def test_bad_shadow_results_on_the_topic_are_skipped_by_reason_and_the_policy_still_rolls_back(kafka):
+    from pipeline.messages import ShadowResult
+    from pipeline.rollout.controller import RolloutController
+    from pipeline.rollout.state import RolloutPolicy
+
+    topics, store, running = _running_rollout(kafka.bootstrap, "r-hostile")
+    running = store.save(running.model_copy(update={"policy": RolloutPolicy(min_frames=20)}))
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap)
+    bad_mask = RleMask(size=(4, 4), counts="0")  # runs that do not cover the frame they claim
+
+    def result(i: int, candidate: FrameDetections) -> bytes:
+        live = _good(f"veh-1/cam-{i % 4}").model_copy(update={"frame_index": i})
+        return ShadowResult(rollout_id=running.rollout_id, camera_id=live.camera_id, frame_index=i, live=live,
+                            candidate=candidate.model_copy(update={"frame_index": i}), live_latency_ms=5.0,
+                            candidate_latency_ms=6.0).model_dump_json().encode()  # fmt: skip
+
+    good = _good()
+    broken = good.model_copy(update={"instances": [good.instances[0].model_copy(update={"mask": bad_mask})]})
+    garbage = [b"{not json", b"", bytes(range(256)), re.sub(rb'"live_latency_ms":[^,]+', b'"live_latency_ms":NaN',
+                                                            result(0, good))]  # fmt: skip
+    records = [result(i, good.model_copy(update={"instances": []})) for i in range(20)]  # the candidate finds nothing
+    records[3:3] = [result(100 + i, broken) for i in range(8)]
+    records[10:10] = garbage
+    for value in records:
+        producer.send(topics.shadow, value, key=b"veh-1", partition=0)
+    producer.flush()
+    producer.close()
+    for attempt in range(2):  # the decision, then a restart that finds it made: neither stops on a bad record
+        controller = RolloutController(kafka.bootstrap, topics, save_every_s=0.3)
+        final = controller.run(until_decided=True)
+        controller.close()
+        if attempt == 0:
+            assert controller.stats.skipped == {"bad_result": 8, "malformed": 4}
+            assert controller.stats.judged == 20
+    assert (final.phase, final.decided_by, final.judgement.frames) == ("rolled_back", "policy", 20)
+    assert store.load().phase == "rolled_back"
+
+
+@pytest.mark.slow
 def test_rollout_state_writes_are_compare_and_set(kafka):
     from pipeline.rollout.state import StaleRolloutState
 
