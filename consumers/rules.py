@@ -24,6 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.errors import ConfigError
 from pipeline.paths import checked_file
 
+# the demo's zones and lines, shipped with the package (the demo, the benchmarks and the examples use them)
+DEMO_RULES = Path(__file__).resolve().parent / "demo_rules.yaml"
+
 Point = tuple[float, float]
 VULNERABLE = ("person", "bicycle", "motorcycle")
 VEHICLES = ("car", "truck", "bus")  # what a vulnerable road user is alerted near (riders ride two-wheelers)

@@ -18,8 +18,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pipeline.errors import ConfigError
 from pipeline.kafka.connection import KafkaConnection, KafkaSecurity
 from pipeline.kafka.topics import Topics, TopicSpec
-from pipeline.local.process import default_cache
 from pipeline.messages import FrameLimits
+from pipeline.paths import default_cache
 from pipeline.secret_files import read_secret
 from pipeline.serving import contract
 

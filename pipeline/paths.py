@@ -1,11 +1,22 @@
-"""Checks on the files and folders that settings point at: what they are, how big, and no escapes."""
+"""Where the project keeps its files, and checks on the files and folders that settings point at: what they
+are, how big, and no escapes."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_cache() -> Path:
+    """Where downloaded jars, assembled backends and the embedded services' state are kept (``SPARSEINST_CACHE``
+    overrides)."""
+    return Path(os.environ.get("SPARSEINST_CACHE", REPO_ROOT / ".cache"))
+
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 

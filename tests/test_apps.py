@@ -7,6 +7,7 @@ import uuid
 import pytest
 import yaml
 
+from consumers.rules import DEMO_RULES
 from consumers.sink import EventStore
 from pipeline.apps.consume import run_consume
 from pipeline.apps.ingest import build_sources, run_ingest
@@ -22,7 +23,7 @@ def settings_file(tmp_path, kafka, triton, **extra) -> str:
     data = {
         "kafka": {"bootstrap": kafka.bootstrap, "detections_topic": f"det-{tag}", "events_topic": f"ev-{tag}"},
         "triton": {"grpc_url": triton.grpc_url, "http_url": triton.http_url},
-        "consumer": {"rules": str(REPO_ROOT / "configs" / "demo_rules.yaml"), "group_id": f"g-{tag}",
+        "consumer": {"rules": str(DEMO_RULES), "group_id": f"g-{tag}",
                      "sink": str(tmp_path / "events.sqlite")},
         "cameras": [{"vehicle_id": "veh-7", "synthetic_seed": 7, "cameras": 2, "seconds": 2.0}],
         **extra,

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
-from consumers.rules import load_rules
+from consumers.rules import DEMO_RULES, load_rules
 from pipeline.data.detections import moving_cars
 from pipeline.ingest.runner import IngestRunner
 from pipeline.ingest.sources import JpegFolder, SyntheticVehicle
@@ -48,7 +48,7 @@ from tests.streams import (
 
 pytestmark = pytest.mark.slow
 
-RULES_PATH = REPO_ROOT / "configs" / "demo_rules.yaml"
+RULES_PATH = DEMO_RULES
 RULES = load_rules(RULES_PATH)
 SPEC = TopicSpec(partitions=6, replication=3, min_insync_replicas=2)
 

@@ -25,7 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from consumers.analytics import FrameMeta
 from consumers.engine import CameraProcessor
-from consumers.rules import load_rules
+from consumers.rules import DEMO_RULES, load_rules
 from consumers.snapshots import box_rle, state_record
 from consumers.tracking import Observation
 from pipeline.data.detections import moving_cars
@@ -38,7 +38,7 @@ from pipeline.serving.client import Frame, decode_results
 from tests.conftest import FAULT_ROWS, REPO_ROOT
 from tests.streams import check_events, group_caught_up, new_topics, read_topic, running_consumer, wait_for
 
-RULES_PATH = REPO_ROOT / "configs" / "demo_rules.yaml"
+RULES_PATH = DEMO_RULES
 RULES = load_rules(RULES_PATH)
 NOW_MS = int(time.time() * 1000)
 

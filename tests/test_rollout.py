@@ -23,7 +23,7 @@ import torch
 import yaml
 from pydantic import SecretStr
 
-from consumers.rules import load_rules
+from consumers.rules import DEMO_RULES, load_rules
 from pipeline import rle
 from pipeline.apps.replay import run_replay
 from pipeline.ingest.runner import IngestRunner
@@ -42,10 +42,10 @@ from pipeline.rollout.state import RolloutPolicy, RolloutState, RolloutStore, de
 from pipeline.serving.client import ClientConfig
 from pipeline.serving.repository import RepositoryOptions, build_repository
 from pipeline.serving.versions import CandidateError, load_candidate, network_versions, stage_candidate
-from tests.conftest import REPO_ROOT, ROLLOUT_FIGURES, SERVING_SCORE_THRESHOLD
+from tests.conftest import ROLLOUT_FIGURES, SERVING_SCORE_THRESHOLD
 from tests.streams import group_caught_up, read_topic, running_consumer, wait_for
 
-RULES_PATH = REPO_ROOT / "configs" / "demo_rules.yaml"
+RULES_PATH = DEMO_RULES
 RULES = load_rules(RULES_PATH)
 
 # ------------------------------------------------------------------------------------ hand-made masks

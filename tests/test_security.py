@@ -40,7 +40,7 @@ def secure_kafka(tmp_path_factory):
 
 
 def test_scram_over_tls_carries_detections_to_events_exactly_once(secure_kafka):
-    from consumers.rules import load_rules
+    from consumers.rules import DEMO_RULES, load_rules
 
     conn = secure_kafka.client_connection()
     assert conn.security.protocol == "SASL_SSL" and conn.security.ssl_cafile is not None
@@ -52,7 +52,7 @@ def test_scram_over_tls_carries_detections_to_events_exactly_once(secure_kafka):
         publisher.publish(f)
     publisher.close()
     assert publisher.counts["messages_published"] == 40 and not publisher.counts["publish_failed"]
-    rules = load_rules(REPO_ROOT / "configs" / "demo_rules.yaml")
+    rules = load_rules(DEMO_RULES)
     with running_consumer(conn, topics, rules) as proc:
         wait_for(lambda: proc.stats.messages >= 40, 60, "the consumer over SASL_SSL")
         events = check_events(conn, topics, frames, rules)

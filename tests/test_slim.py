@@ -11,6 +11,7 @@ import venv
 import pytest
 import yaml
 
+from consumers.rules import DEMO_RULES
 from pipeline.data.detections import moving_cars
 from tests.conftest import REPO_ROOT
 from tests.streams import new_topics, read_topic
@@ -42,7 +43,7 @@ def _publish(bootstrap: str, topic: str, n: int = 30) -> None:
 def _config(tmp_path, kafka, topics, triton=None) -> str:
     data = {
         "kafka": {"bootstrap": kafka.bootstrap, "detections_topic": topics.detections, "events_topic": topics.events},
-        "consumer": {"rules": str(REPO_ROOT / "configs" / "demo_rules.yaml"), "group_id": f"g-{topics.events}",
+        "consumer": {"rules": str(DEMO_RULES), "group_id": f"g-{topics.events}",
                      "sink": None},
         "cameras": [{"vehicle_id": "veh-9", "synthetic_seed": 9, "cameras": 1, "seconds": 1.0}],
     }  # fmt: skip

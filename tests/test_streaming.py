@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from consumers.processor import EventProcessor
-from consumers.rules import load_rules
+from consumers.rules import DEMO_RULES, load_rules
 from consumers.scoring import score_events
 from pipeline.demo.truth import truth_events
 from pipeline.ingest.runner import IngestRunner
@@ -23,11 +23,10 @@ from pipeline.kafka.topics import Topics, ensure_topics
 from pipeline.messages import DeadLetter, Event, FrameDetections
 from pipeline.publish import DetectionPublisher
 from pipeline.serving.client import ClientConfig
-from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-RULES = load_rules(REPO_ROOT / "configs" / "demo_rules.yaml")
+RULES = load_rules(DEMO_RULES)
 VEHICLES = {"veh-1": 1, "veh-2": 2}  # vehicle id -> simulator seed
 SECONDS, FPS = 20.0, 10.0
 

@@ -11,23 +11,20 @@ from collections.abc import Callable, Iterator
 from tqdm import tqdm
 
 from pipeline.config import Settings
+from pipeline.errors import ConfigError
 from pipeline.kafka.connection import KafkaConnection, check_connection
 from pipeline.kafka.topics import ensure_topics
-from pipeline.local.process import ServiceError
 from pipeline.serving.client import ClientConfig
 
 log = logging.getLogger(__name__)
 
 
 def addresses(settings: Settings, *, need_triton: bool = True) -> tuple[str, str | None]:
-    """Kafka bootstrap and Triton gRPC: configured ones, else the services started by ``up``."""
-    from pipeline.local.stack import status
-
-    info = status(settings)
-    bootstrap, grpc = info["kafka_bootstrap"], info["triton_grpc"]
+    """Kafka bootstrap and Triton gRPC from the settings (the command line fills in the embedded services')."""
+    bootstrap, grpc = settings.kafka.bootstrap, settings.triton.grpc_url
     if not bootstrap or (need_triton and not grpc):
-        raise ServiceError("no Kafka/Triton configured and none running: set kafka.bootstrap and triton.grpc_url, "
-                           "or start the embedded ones with 'sparseinst-pipeline up'")  # fmt: skip
+        raise ConfigError("no Kafka/Triton configured and none running: set kafka.bootstrap and triton.grpc_url, "
+                          "or start the embedded ones with 'sparseinst-pipeline up'")  # fmt: skip
     return bootstrap, grpc
 
 

@@ -38,9 +38,8 @@ def bench_consumer(*, messages: int = 3000, width: int = 1280, height: int = 720
     from kafka import KafkaConsumer, KafkaProducer
 
     from consumers.processor import EventProcessor
-    from consumers.rules import load_rules
+    from consumers.rules import DEMO_RULES, load_rules
     from pipeline.data.detections import moving_cars
-    from pipeline.demo.app import DEMO_RULES
     from pipeline.kafka.topics import Topics, TopicSpec, ensure_topics
     from pipeline.local.kafka import LocalKafka
     from pipeline.messages import FrameDetections
@@ -136,9 +135,8 @@ def bench_pipeline(*, cameras: int = 4, seconds: float = 10.0, seed: int = 0, ba
     (same model, batch and threads, same run, before the servers start).
     """
     from consumers.processor import EventProcessor
-    from consumers.rules import load_rules
+    from consumers.rules import DEMO_RULES, load_rules
     from pipeline.config import Settings
-    from pipeline.demo.app import DEMO_RULES
     from pipeline.ingest.runner import IngestRunner
     from pipeline.ingest.sources import ReplayedFrames
     from pipeline.kafka.topics import Topics, ensure_topics

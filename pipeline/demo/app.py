@@ -16,7 +16,7 @@ import numpy as np
 
 from consumers.engine import CameraProcessor
 from consumers.processor import EventProcessor
-from consumers.rules import RulesFile, load_rules
+from consumers.rules import DEMO_RULES, RulesFile, load_rules
 from consumers.scoring import SCORED_TYPES, score_events
 from consumers.sink import EventSink, EventStore
 from pipeline.apps.common import client_config, progress_line
@@ -29,8 +29,6 @@ from pipeline.messages import FrameDetections
 from pipeline.publish import DetectionPublisher
 
 log = logging.getLogger(__name__)
-
-DEMO_RULES = Path(__file__).resolve().parents[2] / "configs" / "demo_rules.yaml"
 
 
 @dataclass

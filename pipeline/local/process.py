@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import abc
-import os
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import IO, Self
 
 from pipeline.errors import PipelineError
+from pipeline.paths import REPO_ROOT, default_cache
+
+__all__ = ["REPO_ROOT", "LocalService", "ServiceError", "default_cache"]
 
 
 class ServiceError(PipelineError):
     """A local service could not be set up, started or reached."""
-
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def default_cache() -> Path:
-    """Where downloaded jars and assembled backends are kept (``SPARSEINST_CACHE`` overrides)."""
-    return Path(os.environ.get("SPARSEINST_CACHE", REPO_ROOT / ".cache"))
 
 
 class LocalService(abc.ABC):

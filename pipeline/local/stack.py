@@ -160,6 +160,14 @@ def _reachable(address: str | None) -> bool:
     return bool(port.isdigit()) and port_open(host or "127.0.0.1", int(port))
 
 
+def with_embedded_addresses(settings: Settings) -> Settings:
+    """``settings`` with the addresses of the services ``up`` started wherever none is configured."""
+    info = status(settings)
+    kafka = settings.kafka.model_copy(update={"bootstrap": info["kafka_bootstrap"]})
+    triton = settings.triton.model_copy(update={"grpc_url": info["triton_grpc"], "http_url": info["triton_http"]})
+    return settings.model_copy(update={"kafka": kafka, "triton": triton})
+
+
 def status(settings: Settings) -> dict[str, Any]:
     """Addresses (``kafka_bootstrap``, ``triton_http``, ``triton_grpc``) and whether each service answers."""
     state = read_state(settings)

@@ -1,0 +1,88 @@
+"""Benchmarks that print measured figures (each beside its baseline from the same run)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.cli.common import WEIGHTS_HELP, size_arg
+
+
+def cmd_bench_model(args: argparse.Namespace) -> int:
+    from pipeline.bench.model import bench_model
+
+    h, w = args.size
+    bench_model(args.arch, height=h, width=w, repeats=args.repeats, threads=args.threads, json_path=args.json)
+    return 0
+
+
+def cmd_bench_serving(args: argparse.Namespace) -> int:
+    from pipeline.bench.serving import bench_serving
+
+    bench_serving(requests=args.requests, threads=args.threads, in_flight=args.in_flight, weights=args.weights,
+                  json_path=args.json)  # fmt: skip
+    return 0
+
+
+def cmd_bench_consumer(args: argparse.Namespace) -> int:
+    from pipeline.bench.streaming import bench_consumer
+
+    bench_consumer(messages=args.messages, width=args.width, height=args.height, instances=args.instances,
+                   json_path=args.json)  # fmt: skip
+    return 0
+
+
+def cmd_bench_all(args: argparse.Namespace) -> int:
+    from pipeline.bench.all import bench_all
+
+    bench_all(model_arch=args.arch, json_path=args.json)
+    return 0
+
+
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from pipeline.bench.streaming import bench_pipeline
+
+    bench_pipeline(cameras=args.cameras, seconds=args.seconds, batch=args.batch, in_flight=args.in_flight,
+                   paced_seconds=args.paced_seconds, json_path=args.json)  # fmt: skip
+    return 0
+
+
+def register(sub, archs: list[str]) -> None:
+    bench = sub.add_parser("bench", help="benchmarks that print measured figures")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    bm = bsub.add_parser("model", help="ms per frame: PyTorch eager vs optimised vs ONNX Runtime, batch 1 and 8")
+    bm.add_argument("--arch", choices=archs, default="r50_giam")
+    bm.add_argument("--size", type=size_arg, default=(640, 640), help="HEIGHTxWIDTH (default 640x640)")
+    bm.add_argument("--repeats", type=int, default=3)
+    bm.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    bm.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
+    bm.set_defaults(func=cmd_bench_model)
+
+    bs = bsub.add_parser("serving", help="fps and p50/p99 latency through the CPU ensemble vs ONNX Runtime alone")
+    bs.add_argument("--requests", type=int, default=20, help="timed requests per batch size")
+    bs.add_argument("--threads", type=int, default=2, help="threads for ONNX Runtime, in and out of the server")
+    bs.add_argument("--in-flight", type=int, default=2, help="requests outstanding in the throughput run")
+    bs.add_argument("--weights", type=Path, help=WEIGHTS_HELP)
+    bs.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
+    bs.set_defaults(func=cmd_bench_serving)
+
+    bc = bsub.add_parser("consumer", help="detection messages/s one event processor handles, vs reading them alone")
+    bc.add_argument("--messages", type=int, default=3000)
+    bc.add_argument("--width", type=int, default=1280, help="frame width of the messages' masks")
+    bc.add_argument("--height", type=int, default=720)
+    bc.add_argument("--instances", type=int, default=10, help="instances per message")
+    bc.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
+    bc.set_defaults(func=cmd_bench_consumer)
+    bp = bsub.add_parser("pipeline", help="end-to-end fps and frame-to-event latency vs the Triton model alone")
+    bp.add_argument("--cameras", type=int, default=4)
+    bp.add_argument("--seconds", type=float, default=10.0, help="length of the synthetic drive")
+    bp.add_argument("--batch", type=int, default=8)
+    bp.add_argument("--in-flight", type=int, default=2, help="ingest's requests outstanding to Triton")
+    bp.add_argument("--paced-seconds", type=float, default=12.0, help="length of each paced run (50/75/90%%)")
+    bp.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
+    bp.set_defaults(func=cmd_bench_pipeline)
+    ba = bsub.add_parser("all", help="model, serving, consumer and pipeline in one run, figures merged, each "
+                                     "next to its same-run baseline (about 10 minutes on 2 cores)")  # fmt: skip
+    ba.add_argument("--arch", choices=archs, default="r50_giam", help="architecture of the model benchmark")
+    ba.add_argument("--json", type=Path, help="write every figure as one JSON object")
+    ba.set_defaults(func=cmd_bench_all)
