@@ -32,7 +32,7 @@ from pipeline.kafka.topics import Topics, TopicSpec, ensure_topics
 from pipeline.messages import Detection, Event, FrameDetections, RleMask, ShadowResult
 from pipeline.model.shipped import SHIPPED_WEIGHTS
 from pipeline.publish import DetectionPublisher
-from pipeline.rollout.archive import read_archive
+from pipeline.archive import read_archive
 from pipeline.rollout.compare import Judgement, LatencyHistogram, compare_frames
 from pipeline.rollout.controller import RolloutController
 from pipeline.rollout.diff import diff_events

@@ -21,12 +21,12 @@ from tqdm import tqdm
 
 from consumers.engine import CameraProcessor
 from consumers.rules import RulesFile
+from pipeline.archive import ArchivedFrame
 from pipeline.kafka.connection import KafkaConnection
 from pipeline.kafka.scan import scan
 from pipeline.kafka.topics import Topics
 from pipeline.messages import Event, FrameDetections
 from pipeline.publish import DetectionPublisher
-from pipeline.rollout.archive import ArchivedFrame
 from pipeline.rollout.diff import EventDiff, diff_events, write_report
 from pipeline.serving.client import ClientConfig, Frame, FrameFailure, SegmentationClient
 from pipeline.serving.versions import ensemble_name

@@ -113,7 +113,7 @@ def _time_ms(text: str | None) -> int | None:
 def cmd_replay(args: argparse.Namespace) -> int:
     from pipeline.apps.consume import rules_of
     from pipeline.apps.replay import run_replay
-    from pipeline.rollout.archive import read_archive
+    from pipeline.archive import read_archive
 
     settings, conn, topics, grpc = _rollout_context(args, need_triton=True)
     assert grpc is not None

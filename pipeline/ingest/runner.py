@@ -27,23 +27,19 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.archive import headers_of
 from pipeline.errors import BadAnswerError, InferenceError
 from pipeline.ingest.pacing import Pacer
 from pipeline.ingest.queues import CameraQueues
+from pipeline.ingest.routing import Route, Router
 from pipeline.ingest.sources import CapturedFrame, Source, SourceState
 from pipeline.kafka.topics import Topics
 from pipeline.messages import DeadLetter, FrameDetections, ShadowResult
 from pipeline.publish import DetectionPublisher
-from pipeline.rollout.archive import headers_of
 from pipeline.serving.client import ClientConfig, Frame, FrameFailure, SegmentationClient
-
-if TYPE_CHECKING:
-    from pipeline.rollout.follow import RolloutFollower
-    from pipeline.rollout.state import RolloutState
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +114,7 @@ class _Request:
     task: asyncio.Task  # -> Answer
     frames: list[CapturedFrame]
     ensemble: str
-    rollout: RolloutState | None = None
+    rollout: Route | None = None
     candidate: bool = False  # canary frames served by the candidate
     shadow: asyncio.Task | None = None  # the same (sampled) frames at the candidate -> Answer
     shadow_frames: list[CapturedFrame] = field(default_factory=list)
@@ -136,7 +132,7 @@ class IngestRunner:
         in_flight: int = 2,
         speed: float = 1.0,
         on_published: Callable[[CapturedFrame, FrameDetections], None] | None = None,
-        rollout: RolloutFollower | None = None,
+        rollout: Router | None = None,
         archive_every: int = 0,
         topics: Topics | None = None,
     ) -> None:
@@ -314,7 +310,7 @@ class IngestRunner:
         headers = headers_of(camera, vehicle, epoch, index, time_s, end_of_stream, decode_errors)
         self.publisher.send(self.topics.archive, camera, jpeg, "frames_archived", headers=headers)
 
-    def _report(self, state: RolloutState, frame: CapturedFrame, **fields: object) -> None:
+    def _report(self, state: Route, frame: CapturedFrame, **fields: object) -> None:
         ids = {"rollout_id": state.rollout_id, "camera_id": frame.camera_id, "stream_epoch": frame.stream_epoch,
                "frame_index": frame.frame_index}  # fmt: skip
         result = ShadowResult(**ids, **fields)  # type: ignore[arg-type]
