@@ -26,13 +26,13 @@ from pydantic import SecretStr
 from consumers.rules import DEMO_RULES, load_rules
 from pipeline import rle
 from pipeline.apps.replay import run_replay
+from pipeline.archive import read_archive
 from pipeline.ingest.runner import IngestRunner
 from pipeline.ingest.sources import SyntheticVehicle
 from pipeline.kafka.topics import Topics, TopicSpec, ensure_topics
 from pipeline.messages import Detection, Event, FrameDetections, RleMask, ShadowResult
 from pipeline.model.shipped import SHIPPED_WEIGHTS
 from pipeline.publish import DetectionPublisher
-from pipeline.archive import read_archive
 from pipeline.rollout.compare import Judgement, LatencyHistogram, compare_frames
 from pipeline.rollout.controller import RolloutController
 from pipeline.rollout.diff import diff_events

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 
 from pipeline.apps.common import addresses, client_config, kafka_ready, metrics_endpoint, on_sigterm, progress_line
+from pipeline.apps.wiring import ingest_side
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from pipeline.ingest.runner import IngestRunner
 from pipeline.ingest.sources import Source, SyntheticVehicle, source_for
-from pipeline.publish import DetectionPublisher
-from pipeline.rollout.follow import RolloutFollower
 
 log = logging.getLogger(__name__)
 
@@ -47,29 +46,18 @@ def run_ingest(settings: Settings, *, shard: int = 0, shards: int = 1, on_metric
     if not sources:
         raise ConfigError("no cameras for this shard: add 'cameras' to the settings")
     conn = kafka_ready(settings, bootstrap)
-    publisher = DetectionPublisher(conn, settings.kafka.detections_topic,
-                                   max_message_bytes=settings.ingest.max_message_bytes)  # fmt: skip
-    i, topics = settings.ingest, settings.kafka.topic_names()
-    follower = RolloutFollower(conn, topics.rollout_state).start() if i.follow_rollout else None
-    runner = IngestRunner(sources, client_config(settings, grpc), publisher, max_batch=i.max_batch, budget=i.budget,
-                          in_flight=i.in_flight, speed=i.speed, rollout=follower, archive_every=i.archive_every,
-                          topics=topics)  # fmt: skip
-    try:
-        with on_sigterm(runner.stop), metrics_endpoint(settings, lambda: _collector(runner)) as port:
-            if port is not None and on_metrics is not None:
-                on_metrics(port)
-            with progress_line(runner.progress):
-                try:
-                    stats = runner.run()
-                except KeyboardInterrupt:
-                    runner.stop()
-                    stats = runner.stats
-    finally:
-        if follower is not None:
-            follower.stop()
-        publisher.close()
+    side = ingest_side(conn, settings.kafka.topic_names(), sources, client_config(settings, grpc), settings.ingest)
+    with side as runner, on_sigterm(runner.stop), metrics_endpoint(settings, lambda: _collector(runner)) as port:
+        if port is not None and on_metrics is not None:
+            on_metrics(port)
+        with progress_line(runner.progress):
+            try:
+                stats = runner.run()
+            except KeyboardInterrupt:
+                runner.stop()
+                stats = runner.stats
     return {**stats.summary(), "frames_by_version": dict(runner.routed), "sources": [s.describe() for s in sources],
-            **publisher.counts}  # fmt: skip
+            **runner.publisher.counts}  # fmt: skip
 
 
 def _collector(runner: IngestRunner):

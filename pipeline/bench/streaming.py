@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -37,9 +36,11 @@ def bench_consumer(*, messages: int = 3000, width: int = 1280, height: int = 720
     """One event processor against a bare kafka-python loop that reads and parses the same messages."""
     from kafka import KafkaConsumer, KafkaProducer
 
-    from consumers.processor import EventProcessor
     from consumers.rules import DEMO_RULES, load_rules
+    from pipeline.apps.wiring import consumer_side
+    from pipeline.config import ConsumerSettings
     from pipeline.data.detections import moving_cars
+    from pipeline.kafka.connection import KafkaConnection
     from pipeline.kafka.topics import Topics, TopicSpec, ensure_topics
     from pipeline.local.kafka import LocalKafka
     from pipeline.messages import FrameDetections
@@ -71,15 +72,17 @@ def bench_consumer(*, messages: int = 3000, width: int = 1280, height: int = 720
         baseline_wall = time.monotonic() - (start or time.monotonic())
         reader.close()
 
-        proc = EventProcessor(kafka.bootstrap, rules, topics=topics, group_id="bench", max_poll_records=500)
-        while not proc.poll_once():  # joining the group and the first fetch are not throughput
-            pass
-        start = time.monotonic() - proc.stats.busy_s  # ...but the first poll's processing is
-        while proc.stats.messages < messages:
-            proc.poll_once()
-        wall = time.monotonic() - start
-        stats = proc.stats
-        proc.close()
+        conn = KafkaConnection.of(kafka.bootstrap)
+        with consumer_side(conn, topics, rules, ConsumerSettings(), member_id="bench", group_id="bench",
+                           max_poll_records=500) as side:  # fmt: skip
+            proc = side.processor
+            while not proc.poll_once():  # joining the group and the first fetch are not throughput
+                pass
+            start = time.monotonic() - proc.stats.busy_s  # ...but the first poll's processing is
+            while proc.stats.messages < messages:
+                proc.poll_once()
+            wall = time.monotonic() - start
+            stats = proc.stats
     baseline = messages / baseline_wall
     figures = {
         "consumer_msgs_per_s": round(messages / wall, 1),
@@ -134,16 +137,15 @@ def bench_pipeline(*, cameras: int = 4, seconds: float = 10.0, seed: int = 0, ba
     The cameras replay frames encoded beforehand. Capacity is compared with ONNX Runtime alone
     (same model, batch and threads, same run, before the servers start).
     """
-    from consumers.processor import EventProcessor
     from consumers.rules import DEMO_RULES, load_rules
+    from pipeline.apps.wiring import consumer_side, ingest_side
     from pipeline.config import Settings
-    from pipeline.ingest.runner import IngestRunner
     from pipeline.ingest.sources import ReplayedFrames
+    from pipeline.kafka.connection import KafkaConnection
     from pipeline.kafka.topics import Topics, ensure_topics
     from pipeline.local.kafka import LocalKafka
     from pipeline.local.stack import ensure_repository
     from pipeline.local.triton import LocalTriton, LocalTritonConfig
-    from pipeline.publish import DetectionPublisher
     from pipeline.serving import contract
     from pipeline.serving.client import ClientConfig
     from pipeline.serving.repository import RepositoryOptions, read_spec
@@ -162,45 +164,42 @@ def bench_pipeline(*, cameras: int = 4, seconds: float = 10.0, seed: int = 0, ba
     with LocalKafka() as kafka, LocalTriton(LocalTritonConfig(model_repository=repo)) as triton:
         topics = Topics(detections=f"bench-{uuid.uuid4().hex[:6]}", events="bench-pipeline-events")
         ensure_topics(kafka.bootstrap, topics)
-        proc = EventProcessor(kafka.bootstrap, rules, topics=topics, group_id=f"bench-{uuid.uuid4().hex[:6]}")
+        conn = KafkaConnection.of(kafka.bootstrap)
+        ingest = settings.ingest.model_copy(update={"max_batch": batch, "in_flight": in_flight})
         done: dict[tuple[str, int], float] = {}
-        proc.on_commit = lambda frames: done.update({f: time.monotonic() for f in frames})
-        worker = threading.Thread(target=proc.run, daemon=True)
-        worker.start()
-        publisher = DetectionPublisher(kafka.bootstrap, topics.detections)
+        with consumer_side(conn, topics, rules, settings.consumer, member_id="bench",
+                           group_id=f"bench-{uuid.uuid4().hex[:6]}") as consumer:  # fmt: skip
+            consumer.processor.on_commit = lambda frames: done.update({f: time.monotonic() for f in frames})
+            consumer.run_in_background()
 
-        def run(tag: str, count: int, fps: float | None) -> dict:
-            """One run of every camera under its own ids (``tag``): flat out (fps None) or paced."""
-            named = {f"{tag}-{cam}": frames for cam, frames in jpegs.items()}
-            source = ReplayedFrames(f"{tag}", named, count=count, fps=fps or 10.0, realtime=fps is not None)
-            entered: dict[tuple[str, int], float] = {}
-            runner = IngestRunner([source], ClientConfig(url=triton.grpc_url), publisher, max_batch=batch,
-                                  in_flight=in_flight, on_published=lambda c, r: entered.__setitem__(
-                                      (c.camera_id, c.frame_index), c.enqueued))  # fmt: skip
-            start = time.monotonic()
-            stats = runner.run()
-            deadline = time.monotonic() + 120
-            while sum(1 for k in entered if k in done) < len(entered) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            latencies = np.array([done[k] - entered[k] for k in entered if k in done])
-            end = max((done[k] for k in entered if k in done), default=time.monotonic())
-            return {"fps": len(latencies) / (end - start), "frames": len(latencies),
-                    "p50_ms": percentile_ms(latencies, 50) if latencies.size else float("nan"),
-                    "p99_ms": percentile_ms(latencies, 99) if latencies.size else float("nan"),
-                    "dropped": dict(stats.dropped)}  # fmt: skip
+            def run(tag: str, count: int, fps: float | None) -> dict:
+                """One run of every camera under its own ids (``tag``): flat out (fps None) or paced."""
+                named = {f"{tag}-{cam}": frames for cam, frames in jpegs.items()}
+                source = ReplayedFrames(f"{tag}", named, count=count, fps=fps or 10.0, realtime=fps is not None)
+                entered: dict[tuple[str, int], float] = {}
+                start = time.monotonic()
+                with ingest_side(conn, topics, [source], ClientConfig(url=triton.grpc_url), ingest,
+                                 follow_rollout=False, on_published=lambda c, r: entered.__setitem__(
+                                     (c.camera_id, c.frame_index), c.enqueued)) as runner:  # fmt: skip
+                    stats = runner.run()
+                deadline = time.monotonic() + 120
+                while sum(1 for k in entered if k in done) < len(entered) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                latencies = np.array([done[k] - entered[k] for k in entered if k in done])
+                end = max((done[k] for k in entered if k in done), default=time.monotonic())
+                return {"fps": len(latencies) / (end - start), "frames": len(latencies),
+                        "p50_ms": percentile_ms(latencies, 50) if latencies.size else float("nan"),
+                        "p99_ms": percentile_ms(latencies, 99) if latencies.size else float("nan"),
+                        "dropped": dict(stats.dropped)}  # fmt: skip
 
-        log.info("capacity: %d cameras flat out", cameras)
-        runs["capacity"] = run("cap", frames_per_camera, None)
-        capacity = runs["capacity"]["fps"]
-        for load in loads:
-            per_camera = capacity * load / 100 / cameras
-            count = max(10, round(per_camera * paced_seconds))
-            log.info("paced at %d%% of capacity: %.2f fps per camera, %d frames each", load, per_camera, count)
-            runs[str(load)] = run(f"p{load}", count, per_camera)
-        publisher.close()
-        proc.stop()
-        worker.join(timeout=30)
-        proc.close()
+            log.info("capacity: %d cameras flat out", cameras)
+            runs["capacity"] = run("cap", frames_per_camera, None)
+            capacity = runs["capacity"]["fps"]
+            for load in loads:
+                per_camera = capacity * load / 100 / cameras
+                count = max(10, round(per_camera * paced_seconds))
+                log.info("paced at %d%% of capacity: %.2f fps per camera, %d frames each", load, per_camera, count)
+                runs[str(load)] = run(f"p{load}", count, per_camera)
     cap = runs["capacity"]
     figures = {
         "pipeline_fps": round(cap["fps"], 2),

@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import math
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,15 +17,13 @@ from consumers.engine import CameraProcessor
 from consumers.processor import EventProcessor
 from consumers.rules import DEMO_RULES, RulesFile, load_rules
 from consumers.scoring import SCORED_TYPES, score_events
-from consumers.sink import EventSink, EventStore
 from pipeline.apps.common import client_config, progress_line
+from pipeline.apps.wiring import consumer_side, ingest_side
 from pipeline.config import Settings
 from pipeline.data.classes import CLASS_INDEX
-from pipeline.ingest.runner import IngestRunner
 from pipeline.ingest.sources import CapturedFrame, Source, SyntheticVehicle, source_for
 from pipeline.kafka.topics import Topics, ensure_topics
 from pipeline.messages import FrameDetections
-from pipeline.publish import DetectionPublisher
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +78,9 @@ def _stream_demo(settings: Settings, opts: DemoOptions, rules: RulesFile, bootst
     topics = Topics(detections=f"demo-{tag}.detections", events=f"demo-{tag}.events")
     conn = settings.kafka.connection(bootstrap)
     ensure_topics(conn, topics, settings.kafka.topics)
-    processor = EventProcessor(conn, rules, topics=topics, group_id=f"demo-{tag}", member_id="demo")
     opts.out.mkdir(parents=True, exist_ok=True)
     db = opts.out / "events.sqlite"
     db.unlink(missing_ok=True)
-    store = EventStore(db)
-    sink = EventSink(conn, topics.events, store, group_id=f"demo-{tag}-sink")
-    workers = [threading.Thread(target=processor.run, daemon=True), threading.Thread(target=sink.run, daemon=True)]
-    for w in workers:
-        w.start()
     sources = _demo_sources(opts)
     kept: list[tuple[CapturedFrame, FrameDetections]] = []
     published_at: list[tuple[float, float]] = []  # (wall s since start, latency ms)
@@ -100,31 +91,25 @@ def _stream_demo(settings: Settings, opts: DemoOptions, rules: RulesFile, bootst
         published_at.append((now - start, (now - captured.enqueued) * 1000.0))
         kept.append((captured, result))
 
-    publisher = DetectionPublisher(conn, topics.detections)
-    runner = IngestRunner(sources, client_config(settings, grpc), publisher, max_batch=settings.ingest.max_batch,
-                          budget=settings.ingest.budget, in_flight=settings.ingest.in_flight,
-                          on_published=on_published)  # fmt: skip
     total = sum(int(opts.seconds * opts.fps) * len(s.camera_ids) for s in sources) if not opts.sources else None
-    with progress_line(runner.progress, lambda: sum(processor.stats.events.values()), total):
-        stats = runner.run()
-    publisher.close()
-    expected = sum(stats.published.values()) + sum(len(s.camera_ids) for s in sources if s.state.value == "ended")
-    deadline = time.monotonic() + 60
-    while processor.stats.messages < expected and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
-    processor.stop()
-    workers[0].join(timeout=30)
-    while sink.poll_once(timeout_ms=1000):
-        pass
-    sink.stop()
-    workers[1].join(timeout=10)
-    processor.close()
-    sink.close()
-    events = store.events()
-    store.close()
+    with consumer_side(conn, topics, rules, settings.consumer, member_id="demo", group_id=f"demo-{tag}",
+                       sink_path=db) as consumer:  # fmt: skip
+        processor = consumer.run_in_background().processor
+        ingest = ingest_side(conn, topics, sources, client_config(settings, grpc), settings.ingest,
+                             follow_rollout=False, on_published=on_published)  # fmt: skip
+        with ingest as runner, progress_line(runner.progress, lambda: sum(processor.stats.events.values()), total):
+            stats = runner.run()
+        counts = runner.publisher.counts
+        expected = sum(stats.published.values()) + sum(len(s.camera_ids) for s in sources if s.state.value == "ended")
+        deadline = time.monotonic() + 60
+        while processor.stats.messages < expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        consumer.stop()
+        assert consumer.store is not None
+        events = consumer.store.events()
 
-    summary = _summary(stats.summary(), processor, events, sources, publisher.counts)
+    summary = _summary(stats.summary(), processor, events, sources, counts)
     if not opts.sources:
         from pipeline.demo.truth import truth_events
 
