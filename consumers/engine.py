@@ -1,29 +1,21 @@
-"""Turn one camera's detections, frame after frame, into events (DESIGN §5).
+"""Turn one camera's detections, frame after frame, into events.
 
 :class:`CameraProcessor` is a thin per-camera step: track the frame's observations, then let each
-rule of :mod:`consumers.analytics` raise its events. All its state is in a :class:`CameraState`
-(plain JSON), so a consumer can persist it with its offsets and resume after a restart exactly
-where it was. Events come in a fixed order per frame and their ids are derived from their content,
-so the same detections always give the same events with the same ids. Masks stay compressed
-throughout (:mod:`pipeline.runmasks`).
+rule registered in :mod:`consumers.analytics` raise its events. All its state is in a
+:class:`CameraState` (plain JSON: the tracker's, and each rule's under its name), so a consumer can
+persist it with its offsets and resume after a restart exactly where it was. Events come in a
+fixed order per frame and their ids are derived from their content, so the same detections always
+give the same events with the same ids. Masks stay compressed throughout (:mod:`pipeline.runmasks`).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from consumers.analytics import (
-    FrameContext,
-    FrameMeta,
-    HealthRule,
-    LineRule,
-    OccupancyRule,
-    ProximityRule,
-    ZoneRule,
-    event_id,
-)
+from consumers.analytics import RULES, FrameContext, FrameMeta, RuleState, event_id
 from consumers.rules import CameraRules, Rules, RulesFile, Zone
 from consumers.tracking import (
     FrameObservations,
@@ -45,14 +37,40 @@ class CameraState(BaseModel):
     tracks: list[Track] = Field(default_factory=list)
     last_index: int = -1
     last_time: float | None = None
-    line_counts: dict[str, dict[str, int]] = Field(default_factory=dict, description="line -> 'class/dir' -> n")
-    window_start: float | None = None
-    window_peaks: dict[str, dict[str, int]] = Field(default_factory=dict, description="zone -> class -> peak")
-    intervals: list[float] = Field(default_factory=list, description="recent frame intervals, seconds")
-    nominal_interval: float | None = None
-    fps_low: bool = False
     model_name: str = ""
     model_version: str = ""
+    rule_state: dict[str, dict[str, Any]] = Field(default_factory=dict, description="rule name -> its state")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rules_owned_their_state_later(cls, data: Any) -> Any:
+        """States saved while the rules kept theirs on the camera and its tracks: moved into ``rule_state``."""
+        if not isinstance(data, dict) or "rule_state" in data:
+            return data
+        data = dict(data)
+        camera = {k: data.pop(k) for k in ("line_counts", "window_start", "window_peaks", "intervals",
+                                           "nominal_interval", "fps_low") if k in data}  # fmt: skip
+        zones: dict[str, dict] = {"inside": {}, "pending": {}, "dwelled": {}}
+        lines: dict[str, dict] = {"counts": camera.get("line_counts", {}), "anchors": {}, "sides": {}}
+        alerts: dict[str, float] = {}
+        tracks = []
+        for t in data.get("tracks", []):
+            t = dict(t)
+            tid = t.get("track_id")
+            for old, table in (("zones", zones["inside"]), ("pending", zones["pending"]),
+                               ("dwelled", zones["dwelled"]), ("anchor", lines["anchors"]),
+                               ("line_sides", lines["sides"]), ("last_alert", alerts)):  # fmt: skip
+                value = t.pop(old, None)
+                if value not in (None, {}, []):
+                    table[tid] = value
+            tracks.append(t)
+        data["tracks"] = tracks
+        data["rule_state"] = {
+            "zones": zones, "lines": lines, "proximity": {"last_alert": alerts},
+            "occupancy": {k: camera[k] for k in ("window_start", "window_peaks") if k in camera},
+            "health": {k: camera[k] for k in ("intervals", "nominal_interval", "fps_low") if k in camera},
+        }  # fmt: skip
+        return data
 
 
 class CameraProcessor:
@@ -63,9 +81,11 @@ class CameraProcessor:
         self.camera, self.rules = rules.for_camera(camera_id)
         self.state = state or CameraState(camera_id=camera_id)
         self.truth = truth
-        r, zones = self.rules, self.camera.zones
-        self.health, self.zones, self.occupancy = HealthRule(r), ZoneRule(zones, r), OccupancyRule(zones, r)
-        self.lines, self.proximity = LineRule(self.camera.lines, r), ProximityRule(zones, r)
+        self.event_rules = [rule(self.camera, self.rules) for rule in RULES]
+        self.rule_states: dict[str, RuleState] = {
+            rule.name: rule.State.model_validate(self.state.rule_state.get(rule.name, {})) for rule in self.event_rules
+        }
+        self.prune()  # a state trimmed to fit its record lost some tracks; what the rules kept of them goes too
         # track -> (the masks of the frame it was last seen in, its index there);
         # rebuilt lazily from the state after a restart
         self._masks: dict[str, tuple[RunMasks, int]] = {}
@@ -100,7 +120,8 @@ class CameraProcessor:
         st = self.state
         events = self.end_stream()
         st.stream_epoch, st.last_index, st.last_time = epoch, -1, None
-        st.intervals, st.nominal_interval, st.fps_low = [], None, False
+        for rule in self.event_rules:
+            rule.restart(self.rule_states[rule.name])
         self._masks.clear()
         self._dirty.clear()
         return events
@@ -108,7 +129,7 @@ class CameraProcessor:
     def end_stream(self) -> list[Event]:
         """The stream stops without a marker (restarted source, camera idle past its TTL): end its open tracks."""
         st = self.state
-        if st.last_index < 0 or not (st.tracks or st.window_start is not None):
+        if st.last_index < 0:
             return []
         meta = FrameMeta(self.camera_id, None, st.last_index + 1, st.last_time or 0.0, 1, 1,
                          stream_epoch=st.stream_epoch)  # fmt: skip
@@ -140,10 +161,14 @@ class CameraProcessor:
             observations = FrameObservations([o for o in observations if o.score >= self.rules.min_score
                                               or self.truth])  # fmt: skip
         frame = self._context(meta, observations)
-        events = self.health.trigger(frame)
+        events: list[Event] = []
+        for rule in self.event_rules:
+            if rule.before_tracking:
+                events += rule.trigger(frame, self.rule_states[rule.name])
         events += self._track(frame)
-        for rule in (self.zones, self.lines, self.proximity, self.occupancy):
-            events += rule.trigger(frame)
+        for rule in self.event_rules:
+            if not rule.before_tracking:
+                events += rule.trigger(frame, self.rule_states[rule.name])
         st.last_index, st.last_time = meta.frame_index, meta.time
         st.model_name, st.model_version = meta.model_name, meta.model_version
         return events
@@ -158,8 +183,8 @@ class CameraProcessor:
             if track.confirmed:
                 events += self._end_track(track, frame)
         self.state.tracks = []
-        events += self.occupancy.close(frame)
-        self.state.window_start = None  # closed: a later flush (a restart after the end) emits nothing again
+        for rule in self.event_rules:
+            events += rule.close(frame, self.rule_states[rule.name])
         return events
 
     def snapshot(self) -> CameraState:
@@ -169,7 +194,16 @@ class CameraProcessor:
                 masks, j = self._masks[t.track_id]
                 t.mask = masks.rle(j)
         self._dirty.clear()
+        self.state.rule_state = {name: s.model_dump() for name, s in self.rule_states.items()}
         return self.state
+
+    def prune(self) -> None:
+        """Forget what the rules kept about tracks the state no longer has (after :mod:`consumers.snapshots`
+        dropped some to fit the record)."""
+        live = {t.track_id for t in self.state.tracks}
+        for rule in self.event_rules:
+            rule.prune(self.rule_states[rule.name], live)
+        self.state.rule_state = {name: s.model_dump() for name, s in self.rule_states.items()}
 
     def forget_masks(self) -> None:
         """Match on the masks saved in the state from now on (after they were trimmed to boxes)."""
@@ -180,7 +214,7 @@ class CameraProcessor:
         """What the rules see of a frame; events always name this processor's camera."""
         if meta.camera_id != self.camera_id:
             meta = replace(meta, camera_id=self.camera_id)
-        return FrameContext(meta, self.state, obs)
+        return FrameContext(meta, self.state, obs, self.rule_states)
 
     # -------------------------------------------------------------------------------- tracking
 
@@ -263,10 +297,9 @@ class CameraProcessor:
         return events
 
     def _end_track(self, t: Track, frame: FrameContext) -> list[Event]:
-        events = [frame.event("zone.exited", track=t, zone=zone, index=t.last_index, time=t.last_time,
-                              duration_s=round(t.last_time - t.zones[zone], 3), reason="track_ended")
-                  for zone in sorted(t.zones)]  # fmt: skip
-        t.zones = {}
+        events: list[Event] = []
+        for rule in self.event_rules:
+            events += rule.track_ended(t, frame, self.rule_states[rule.name])
         events.append(frame.event("track.ended", track=t, index=t.last_index, time=t.last_time,
                                   first_index=t.first_index, duration_s=round(t.last_time - t.first_time, 3),
                                   best_score=round(t.best_score, 4)))  # fmt: skip

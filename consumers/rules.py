@@ -85,6 +85,7 @@ class Rules(BaseModel):
     min_hits: int = Field(3, ge=1, description="consecutive detections that confirm a track; events need it")
     stall_s: float = Field(3.0, gt=0, description="camera.health 'stalled' after this long without a frame")
     fps_drop: float = Field(0.5, gt=0, lt=1, description="camera.health 'fps_drop' below this share of nominal")
+    crowd_tracks: int | None = Field(None, ge=2, description="zone.crowded at this many tracks in a zone (unset: off)")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> Rules:

@@ -60,5 +60,6 @@ def state_record(proc: CameraProcessor, max_bytes: int) -> tuple[bytes, int]:
             keep //= 2
             kept = {id(t) for t in ranked[:keep]}
             state.tracks = [t for t in everything if id(t) in kept]  # in their order: matching stays the same
+            proc.prune()  # and what the rules kept about the dropped ones
             value = encode_value(state.model_dump_json().encode())
     return value, trimmed

@@ -61,7 +61,8 @@ class FrameObservations:
 
 
 class Track(BaseModel):
-    """Everything a track carries between frames (JSON-serializable, so it survives restarts)."""
+    """What the tracker keeps of a track between frames (JSON-serializable, so it survives restarts); what the
+    rules keep about it is in their own state."""
 
     track_id: str
     class_name: str
@@ -76,12 +77,6 @@ class Track(BaseModel):
     confirmed: bool = False
     best_score: float = 0.0
     class_votes: dict[str, float] = Field(default_factory=dict, description="class -> summed score")
-    zones: dict[str, float] = Field(default_factory=dict, description="zone -> time entered")
-    pending: dict[str, int] = Field(default_factory=dict, description="zone -> frames in a row past a threshold")
-    dwelled: list[str] = Field(default_factory=list, description="zones whose dwell event was emitted")
-    anchor: tuple[float, float] | None = Field(None, description="last mask centroid (x, y), pixels")
-    line_sides: dict[str, int] = Field(default_factory=dict, description="line -> side of the anchor point")
-    last_alert: float | None = None
     object_id: int | None = None
 
 

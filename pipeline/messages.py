@@ -136,6 +136,7 @@ EventType = Literal[
     "zone.entered",
     "zone.exited",
     "zone.dwell",
+    "zone.crowded",
     "line.crossed",
     "proximity.alert",
     "occupancy",

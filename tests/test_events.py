@@ -3,6 +3,9 @@ tracks that survive short misses, proximity alerts, deterministic ids, and state
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -213,3 +216,59 @@ def test_rules_files_and_repositories_are_checked(tmp_path):
     (repo / "model" / "1" / "escape").symlink_to("/etc")
     with pytest.raises(ConfigError, match="outside the repository"):
         checked_repository(repo)
+
+
+# ---------------------------------------------------------------- states saved by an earlier layout
+
+
+def _frames_of(camera: str):
+    """The frames the fixture was recorded on: moving cars, every third of them a person, then the end marker."""
+    from pipeline.data.detections import moving_cars
+
+    out = []
+    for f in moving_cars(80, camera_id=camera, instances=6, stream_epoch=1_700_000_000_000, seed=4):
+        dets = [d.model_copy(update={"class_name": "person", "class_id": 0}) if d.query % 3 == 0 else d
+                for d in f.instances]  # fmt: skip
+        out.append(f.model_copy(update={"instances": dets}))
+    return [*out, out[-1].model_copy(update={"frame_index": 80, "instances": [], "end_of_stream": True})]
+
+
+RECORDED = json.loads((Path(__file__).parent / "fixtures" / "camera_states_before_rule_state.json").read_text())
+
+
+@pytest.mark.parametrize(("camera", "raised_after_the_save"), [
+    ("veh-1/front", {"zone.entered", "zone.exited", "zone.dwell", "proximity.alert", "occupancy", "track.ended"}),
+    ("veh-1/right", {"line.crossed", "zone.exited", "zone.dwell", "proximity.alert", "occupancy", "track.ended"}),
+])  # fmt: skip
+def test_a_state_saved_when_the_rules_kept_theirs_on_the_tracks_resumes_with_the_same_events(
+    camera, raised_after_the_save
+):
+    """Recorded with the version that kept zone membership, line sides, alert times and windows on the camera
+    and its tracks: its events from scratch, its saved state at frame 50 and its events after it."""
+    from consumers.rules import DEMO_RULES
+
+    rules, frames, recorded = load_rules(DEMO_RULES), _frames_of(camera), RECORDED["cameras"][camera]
+    fresh = CameraProcessor(camera, rules)
+    assert [e.event_id for f in frames for e in fresh.consume(f)[0]] == recorded["events_all"]
+    old = recorded["state"]
+    assert "line_sides" in old["tracks"][0] and "rule_state" not in old  # the earlier layout
+    resumed = CameraProcessor(camera, rules, CameraState.model_validate(old))
+    after = [[e.event_id, e.type] for f in frames[RECORDED["split"] :] for e in resumed.consume(f)[0]]
+    assert after == recorded["events_after"]
+    assert raised_after_the_save <= {t for _, t in after}  # the state carried what each rule needs
+
+
+def test_a_crowded_zone_is_raised_once_per_episode_and_the_episode_survives_a_restart():
+    crowd = [[car(105 + 30 * k) for k in range(3)] for _ in range(12)]  # three cars standing in the zone
+    rules = RULES.model_copy(update={"defaults": RULES.defaults.model_copy(update={"crowd_tracks": 3})})
+    _, events = run(crowd, CameraProcessor("veh/front", rules))
+    crowded = [(e.zone, e.details) for e in events if e.type == "zone.crowded"]
+    assert crowded == [("box", {"tracks": 3, "classes": "car"})]
+    proc, _ = run(crowd[:6], CameraProcessor("veh/front", rules))
+    saved = CameraState.model_validate_json(proc.snapshot().model_dump_json())
+    assert saved.rule_state["crowding"] == {"crowded": ["box"]}  # the rule's state, saved with the camera's
+    resumed = CameraProcessor("veh/front", rules, saved)
+    assert not [e for e in run(crowd[6:], resumed, start=6)[1] if e.type == "zone.crowded"]  # the same episode
+    _, two = run(crowd[:4] + [[car(105)]] * 3 + crowd[:4], CameraProcessor("veh/front", rules))
+    assert [e.type for e in two].count("zone.crowded") == 2  # below the threshold ends an episode
+    assert "zone.crowded" not in {e.type for e in run(crowd)[1]}  # off unless crowd_tracks is set

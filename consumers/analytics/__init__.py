@@ -1,9 +1,13 @@
-"""Event rules, one module each, all with one surface: ``trigger(frame) -> list[Event]``.
+"""Event rules, one module each, each owning its state (see :mod:`consumers.analytics.base`).
 
-A rule reads one :class:`~consumers.analytics.frame.FrameContext` (the frame's meta, the camera's
-state, the confirmed tracks with their compressed masks) and returns the events it raises.
+``RULES`` is the registration: the rules every camera runs, in the order their events come within
+a frame. A new rule is a module with a :class:`~consumers.analytics.base.Rule` subclass and one
+line here (plus, when it raises a new event type, that type in ``pipeline.messages.EventType``,
+the wire contract subscribers read, and its thresholds in :class:`consumers.rules.Rules`).
 """
 
+from consumers.analytics.base import Rule, RuleState
+from consumers.analytics.crowding import CrowdingRule
 from consumers.analytics.frame import FrameContext, FrameMeta, event_id
 from consumers.analytics.health import HealthRule
 from consumers.analytics.lines import LineRule
@@ -11,5 +15,7 @@ from consumers.analytics.occupancy import OccupancyRule
 from consumers.analytics.proximity import ProximityRule
 from consumers.analytics.zones import ZoneRule
 
-__all__ = ["FrameContext", "FrameMeta", "HealthRule", "LineRule", "OccupancyRule", "ProximityRule", "ZoneRule",
-           "event_id"]  # fmt: skip
+RULES: tuple[type[Rule], ...] = (HealthRule, ZoneRule, LineRule, ProximityRule, OccupancyRule, CrowdingRule)
+
+__all__ = ["RULES", "CrowdingRule", "FrameContext", "FrameMeta", "HealthRule", "LineRule", "OccupancyRule",
+           "ProximityRule", "Rule", "RuleState", "ZoneRule", "event_id"]  # fmt: skip

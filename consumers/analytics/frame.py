@@ -32,14 +32,16 @@ def event_id(*parts: object) -> str:
 
 
 class FrameContext:
-    """One frame of one camera: meta, the camera's state, and the confirmed tracks of the frame.
+    """One frame of one camera: meta, the camera's state, the rules' states, and the confirmed tracks of the frame.
 
     ``matched`` pairs each confirmed track with the index of its observation in ``obs``. Mask
     geometry (zone shares, centroids) is computed for all observations at once, on first use.
     """
 
-    def __init__(self, meta: FrameMeta, state, obs: FrameObservations | None = None) -> None:
+    def __init__(self, meta: FrameMeta, state, obs: FrameObservations | None = None,
+                 states: dict | None = None) -> None:  # fmt: skip
         self.meta, self.state = meta, state
+        self.states = states or {}  # rule name -> its state (a rule that builds on another reads it here)
         self.obs = obs if obs is not None else FrameObservations([])
         self.matched: list[tuple[Track, int]] = []
         self._shares: dict[str, list[float]] = {}

@@ -2,38 +2,59 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
+from consumers.analytics.base import Rule, RuleState, keep_tracks
 from consumers.analytics.frame import FrameContext
 from consumers.analytics.geometry import applies, crosses_segment, side
-from consumers.rules import Line, Rules
+from consumers.tracking import Track
 from pipeline.messages import Event
 
 
-class LineRule:
-    def __init__(self, lines: list[Line], rules: Rules) -> None:
-        self.lines, self.rules = lines, rules
+class LineState(RuleState):
+    counts: dict[str, dict[str, int]] = Field(default_factory=dict, description="line -> 'class/dir' -> n")
+    anchors: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="track -> last mask centroid (x, y), pixels")  # fmt: skip
+    sides: dict[str, dict[str, int]] = Field(default_factory=dict, description="track -> line -> side of the anchor")
 
-    def trigger(self, frame: FrameContext) -> list[Event]:
-        w, h = frame.meta.width, frame.meta.height
+
+class LineRule(Rule):
+    name = "lines"
+    State = LineState
+
+    def trigger(self, frame: FrameContext, state: LineState) -> list[Event]:
+        w, h, lines = frame.meta.width, frame.meta.height, self.camera.lines
         out: list[Event] = []
-        if not self.lines:  # the anchor only matters to lines
+        if not lines:  # the anchor only matters to lines
             return out
         for t, j in frame.matched:
             if frame.obs.area_list[j] < self.rules.min_area:
                 continue
-            anchor = frame.centroid(j)
-            for line in self.lines:
+            anchor, before_anchor = frame.centroid(j), state.anchors.get(t.track_id)
+            sides = state.sides.setdefault(t.track_id, {})
+            for line in lines:
                 if not applies(line.classes, t.class_name):
                     continue
                 now = side(line, w, h, anchor)
-                before = t.line_sides.get(line.name)
+                before = sides.get(line.name)
                 if now != 0:
-                    t.line_sides[line.name] = now
-                if before and now and now != before and t.anchor and crosses_segment(line, w, h, t.anchor, anchor):
+                    sides[line.name] = now
+                if (before and now and now != before and before_anchor
+                        and crosses_segment(line, w, h, before_anchor, anchor)):  # fmt: skip
                     direction = "positive" if now > 0 else "negative"
-                    counts = frame.state.line_counts.setdefault(line.name, {})
+                    counts = state.counts.setdefault(line.name, {})
                     key = f"{t.class_name}/{direction}"
                     counts[key] = counts.get(key, 0) + 1
                     out.append(frame.event("line.crossed", track=t, line=line.name, direction=direction,
                                            count=counts[key]))  # fmt: skip
-            t.__dict__["anchor"] = anchor  # a plain write: this runs for every track of every frame
+            state.anchors[t.track_id] = anchor
         return out
+
+    def track_ended(self, track: Track, frame: FrameContext, state: LineState) -> list[Event]:
+        state.anchors.pop(track.track_id, None)
+        state.sides.pop(track.track_id, None)
+        return []
+
+    def prune(self, state: LineState, tracks: set[str]) -> None:
+        keep_tracks(state.anchors, tracks)
+        keep_tracks(state.sides, tracks)

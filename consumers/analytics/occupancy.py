@@ -1,46 +1,63 @@
-"""``occupancy``: the peak number of confirmed tracks per class in each zone, per tumbling time window."""
+"""``occupancy``: the peak number of confirmed tracks per class in each zone, per tumbling time window.
+
+A track is in a zone as the zone rule decided it (:class:`~consumers.analytics.zones.ZoneState`), so
+this rule runs after that one.
+"""
 
 from __future__ import annotations
 
 import math
 
+from pydantic import Field
+
+from consumers.analytics.base import Rule, RuleState
 from consumers.analytics.frame import FrameContext
-from consumers.rules import Rules, Zone
+from consumers.analytics.zones import ZoneRule, ZoneState
 from pipeline.messages import Event
 
 
-class OccupancyRule:
-    def __init__(self, zones: list[Zone], rules: Rules) -> None:
-        self.zones, self.rules = zones, rules
+class OccupancyState(RuleState):
+    window_start: float | None = None
+    window_peaks: dict[str, dict[str, int]] = Field(default_factory=dict, description="zone -> class -> peak")
 
-    def trigger(self, frame: FrameContext) -> list[Event]:
-        st, r = frame.state, self.rules
+
+class OccupancyRule(Rule):
+    name = "occupancy"
+    State = OccupancyState
+
+    def trigger(self, frame: FrameContext, state: OccupancyState) -> list[Event]:
+        r = self.rules
         start = math.floor(frame.meta.time / r.occupancy_window_s) * r.occupancy_window_s
         out: list[Event] = []
-        if st.window_start is not None and start > st.window_start:
-            out = self.close(frame)
-        if st.window_start is None or start > st.window_start:
-            st.window_start, st.window_peaks = start, {}
-        for zone in self.zones:
+        if state.window_start is not None and start > state.window_start:
+            out = self._window(frame, state)
+        if state.window_start is None or start > state.window_start:
+            state.window_start, state.window_peaks = start, {}
+        zones: ZoneState = frame.states[ZoneRule.name]  # type: ignore[assignment]
+        for zone in self.camera.zones:
             counts: dict[str, int] = {}
-            for t in st.tracks:
-                if zone.name in t.zones and t.misses == 0 and t.confirmed:
+            for t in frame.state.tracks:
+                if zone.name in zones.zones_of(t.track_id) and t.misses == 0 and t.confirmed:
                     counts[t.class_name] = counts.get(t.class_name, 0) + 1
-            peaks = st.window_peaks.setdefault(zone.name, {})
+            peaks = state.window_peaks.setdefault(zone.name, {})
             for cls, n in counts.items():
                 peaks[cls] = max(peaks.get(cls, 0), n)
         return out
 
-    def close(self, frame: FrameContext) -> list[Event]:
-        """The open window's counts (at a window boundary or the end of a stream)."""
-        st, r = frame.state, self.rules
-        if st.window_start is None:
+    def close(self, frame: FrameContext, state: OccupancyState) -> list[Event]:
+        """The stream ended: the open window's counts, and no window stays open (a later close raises nothing)."""
+        out = self._window(frame, state)
+        state.window_start = None
+        return out
+
+    def _window(self, frame: FrameContext, state: OccupancyState) -> list[Event]:
+        if state.window_start is None:
             return []
         out = []
-        for zone in self.zones:
-            peaks = st.window_peaks.get(zone.name, {})
+        for zone in self.camera.zones:
+            peaks = state.window_peaks.get(zone.name, {})
             out.append(frame.event("occupancy", zone=zone.name, index=frame.meta.frame_index,
-                                   window_start=st.window_start, window_s=r.occupancy_window_s,
+                                   window_start=state.window_start, window_s=self.rules.occupancy_window_s,
                                    total=sum(peaks.values()), **dict(sorted(peaks.items()))))  # fmt: skip
-        st.window_peaks = {}
+        state.window_peaks = {}
         return out

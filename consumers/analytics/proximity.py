@@ -12,19 +12,29 @@ import math
 
 import cv2
 import numpy as np
+from pydantic import Field
 
+from consumers.analytics.base import Rule, RuleState, keep_tracks
 from consumers.analytics.frame import FrameContext
 from consumers.analytics.geometry import distance_to
-from consumers.rules import VEHICLES, VULNERABLE, Rules, Zone
+from consumers.rules import VEHICLES, VULNERABLE, CameraRules, Rules
+from consumers.tracking import Track
 from pipeline.messages import Event
 
 
-class ProximityRule:
-    def __init__(self, zones: list[Zone], rules: Rules) -> None:
-        self.lanes = [z for z in zones if z.kind == "ego_lane"]
-        self.rules = rules
+class ProximityState(RuleState):
+    last_alert: dict[str, float] = Field(default_factory=dict, description="track -> time of its last alert")
 
-    def trigger(self, frame: FrameContext) -> list[Event]:
+
+class ProximityRule(Rule):
+    name = "proximity"
+    State = ProximityState
+
+    def __init__(self, camera: CameraRules, rules: Rules) -> None:
+        super().__init__(camera, rules)
+        self.lanes = [z for z in camera.zones if z.kind == "ego_lane"]
+
+    def trigger(self, frame: FrameContext, state: ProximityState) -> list[Event]:
         r, obs = self.rules, frame.obs
         vrus = [(t, j) for t, j in frame.matched if t.class_name in VULNERABLE and obs.area_list[j] >= r.min_area]
         out: list[Event] = []
@@ -32,14 +42,22 @@ class ProximityRule:
             return out
         vehicles = [j for t, j in frame.matched if t.class_name in VEHICLES]
         for t, j in vrus:
-            if t.last_alert is not None and frame.meta.time - t.last_alert < r.proximity_cooldown_s:
+            last = state.last_alert.get(t.track_id)
+            if last is not None and frame.meta.time - last < r.proximity_cooldown_s:
                 continue
             best = self._nearest(frame, j, vehicles)
             if best is None or best[0] > r.proximity_px:
                 continue
-            t.last_alert = frame.meta.time
+            state.last_alert[t.track_id] = frame.meta.time
             out.append(frame.event("proximity.alert", track=t, target=best[1], distance_px=round(best[0], 1)))
         return out
+
+    def track_ended(self, track: Track, frame: FrameContext, state: ProximityState) -> list[Event]:
+        state.last_alert.pop(track.track_id, None)
+        return []
+
+    def prune(self, state: ProximityState, tracks: set[str]) -> None:
+        keep_tracks(state.last_alert, tracks)
 
     def _nearest(self, frame: FrameContext, j: int, vehicles: list[int]) -> tuple[float, str] | None:
         meta, masks = frame.meta, frame.obs.masks
