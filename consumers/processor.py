@@ -1,6 +1,6 @@
 """The event processor: one member of a Kafka consumer group, exactly once, any number of members.
 
-For every poll it turns detections into events with one :class:`CameraProcessor` per camera,
+For every poll it turns detections into events with one :class:`CameraStep` per camera,
 then, in one Kafka transaction, produces the events, the dead letters, a snapshot of every
 touched camera's state (to a compacted state topic) and the consumed offsets. Either all of
 it becomes visible to ``read_committed`` readers or none of it does.
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from kafka import ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
-from consumers.engine import CameraProcessor, CameraState
+from consumers.camera import CameraState, CameraStep
 from consumers.rules import RulesFile
 from consumers.snapshots import state_record
 from pipeline.errors import ConsumerFatalError, StateLoadError
@@ -153,7 +153,7 @@ class EventProcessor:
             raise self._fatal("could not initialise transactions", exc) from exc
         self.consumer.subscribe([self.topics.detections], listener=_Rebalance(self))
         self.states: dict[str, CameraState] = {}  # loaded per assigned partition
-        self.processors: dict[str, CameraProcessor] = {}
+        self.processors: dict[str, CameraStep] = {}
         self.camera_partition: dict[str, int] = {}
         self._to_load: set[int] = set()  # detections partitions assigned whose states are not loaded yet
         self._owned: set[int] = set()
@@ -235,9 +235,9 @@ class EventProcessor:
         self.stats.state_loads += 1
         log.info("member %s loaded the state of %d cameras of partitions %s", self.member_id, len(raw), parts)
 
-    def processor(self, camera_id: str) -> CameraProcessor:
+    def processor(self, camera_id: str) -> CameraStep:
         if camera_id not in self.processors:
-            self.processors[camera_id] = CameraProcessor(camera_id, self.rules, self.states.get(camera_id))
+            self.processors[camera_id] = CameraStep(camera_id, self.rules, self.states.get(camera_id))
         return self.processors[camera_id]
 
     # ------------------------------------------------------------------------------ records

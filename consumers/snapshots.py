@@ -12,7 +12,7 @@ Both are counted by the caller; a state never fails to save.
 
 from __future__ import annotations
 
-from consumers.engine import CameraProcessor
+from consumers.camera import CameraStep
 from consumers.tracking import Track
 from pipeline.kafka.state import encode_value
 from pipeline.rle import runs_to_string
@@ -39,7 +39,7 @@ def _boxes_for_masks(tracks: list[Track]) -> None:
             t.mask = box_rle(t.box, h, w)
 
 
-def state_record(proc: CameraProcessor, max_bytes: int) -> tuple[bytes, int]:
+def state_record(proc: CameraStep, max_bytes: int) -> tuple[bytes, int]:
     """The record to produce for ``proc``'s camera, and how many tracks were trimmed to fit (0: none).
 
     Trimming changes the live state too, so what runs on is what a restarted member would load.

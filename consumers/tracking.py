@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from scipy.optimize import linear_sum_assignment
 
-from pipeline.runmasks import RunMasks
+from pipeline.runmasks import RunMasks, box_iou
 
 
 @dataclass
@@ -78,18 +78,6 @@ class Track(BaseModel):
     best_score: float = 0.0
     class_votes: dict[str, float] = Field(default_factory=dict, description="class -> summed score")
     object_id: int | None = None
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4) x (M, 4) xyxy -> (N, M)."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def association_iou(tracks: list[Track], last: RunMasks, obs: FrameObservations) -> np.ndarray:

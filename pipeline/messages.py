@@ -72,6 +72,14 @@ class FrameDetections(BaseModel):
     decode_errors: int = Field(0, ge=0, description="frames of this camera refused (corrupt) since its last message")
     end_of_stream: bool = Field(False, description="the camera's source ended; no instances, no further frames")
 
+    @classmethod
+    def end_marker(cls, camera_id: str, vehicle_id: str | None, stream_epoch: int, frame_index: int,
+                   capture_time: float) -> FrameDetections:  # fmt: skip
+        """The message that ends a camera's stream (consumers close its open tracks and windows)."""
+        return cls(camera_id=camera_id, vehicle_id=vehicle_id, stream_epoch=stream_epoch, frame_index=frame_index,
+                   capture_time=capture_time, width=1, height=1, model_name="", model_version="", instances=[],
+                   end_of_stream=True)  # fmt: skip
+
 
 class OutOfBoundsError(ValueError):
     """A schema-valid message past what a consumer can afford (:class:`FrameLimits`); the message names the limit."""

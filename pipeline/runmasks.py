@@ -286,6 +286,16 @@ class RunMasks:
         return {"size": [self.height, self.width], "counts": runs_to_string(runs)}
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) IoU of (N, 4) and (M, 4) x0, y0, x1, y1 boxes (the tracker's fallback for empty masks, box scoring)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
 def region_prefix(region: np.ndarray) -> np.ndarray:
     """Running pixel count of an (H, W) bool region in column-major order, for :meth:`RunMasks.overlap`."""
     return np.concatenate(([0], np.cumsum(region.ravel(order="F"), dtype=np.int32)))

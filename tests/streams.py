@@ -8,7 +8,7 @@ import time
 import uuid
 from collections import Counter
 
-from consumers.engine import CameraProcessor
+from consumers.camera import CameraStep
 from consumers.processor import EventProcessor
 from consumers.rules import RulesFile
 from pipeline.kafka.connection import KafkaConnection
@@ -43,15 +43,15 @@ def reference_events(frames: list[FrameDetections], rules: RulesFile) -> list[Ev
     A frame the consumer would dead-letter (it raises) leaves its camera's state as it was, as in the
     consumer, where the poll is redone without it.
     """
-    procs: dict[str, CameraProcessor] = {}
+    procs: dict[str, CameraStep] = {}
     out: list[Event] = []
     for f in frames:
-        proc = procs.setdefault(f.camera_id, CameraProcessor(f.camera_id, rules))
+        proc = procs.setdefault(f.camera_id, CameraStep(f.camera_id, rules))
         saved = proc.snapshot().model_copy(deep=True)
         try:
             events, _ = proc.consume(f)
         except ValueError:
-            procs[f.camera_id] = CameraProcessor(f.camera_id, rules, saved)
+            procs[f.camera_id] = CameraStep(f.camera_id, rules, saved)
             continue
         out += events
     return out

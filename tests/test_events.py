@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from consumers.engine import CameraProcessor, CameraState, FrameMeta
+from consumers.camera import CameraState, CameraStep, FrameMeta
 from consumers.rules import RulesFile, load_rules
 from consumers.tracking import Observation
 from pipeline.errors import ConfigError
@@ -31,8 +31,8 @@ def car(x: int, y: int = 40, w: int = 20, h: int = 20, cls: str = "car") -> Obse
     return Observation(cls, 0.9, (x, y, x + w, y + h), mask)
 
 
-def run(frames: list[list[Observation]], proc: CameraProcessor | None = None, start: int = 0):
-    proc = proc or CameraProcessor("veh/front", RULES)
+def run(frames: list[list[Observation]], proc: CameraStep | None = None, start: int = 0):
+    proc = proc or CameraStep("veh/front", RULES)
     events = []
     for i, obs in enumerate(frames, start):
         events += proc.step(FrameMeta("veh/front", "veh", i, i * 0.1, W, H, "m", "1"), obs)
@@ -95,7 +95,7 @@ def test_event_ids_are_deterministic_and_state_resumes_exactly():
     _, straight = run(frames)
     first, part1 = run(frames[:8])
     saved = CameraState.model_validate_json(first.snapshot().model_dump_json())  # what a consumer commits
-    _, part2 = run(frames[8:], CameraProcessor("veh/front", RULES, saved), start=8)
+    _, part2 = run(frames[8:], CameraStep("veh/front", RULES, saved), start=8)
     assert [e.event_id for e in part1 + part2] == [e.event_id for e in straight]
     _, again = run(frames)
     assert [e.model_dump() for e in again] == [e.model_dump() for e in straight]
@@ -128,7 +128,7 @@ def test_rules_files_are_validated_with_the_field_named(tmp_path):
 
 
 def test_decode_errors_and_stalls_become_camera_health_events():
-    proc = CameraProcessor("veh/front", RULES)
+    proc = CameraStep("veh/front", RULES)
     events = proc.step(FrameMeta("veh/front", "veh", 0, 0.0, W, H), [])
     events += proc.step(FrameMeta("veh/front", "veh", 1, 0.1, W, H, decode_errors=2), [])
     events += proc.step(FrameMeta("veh/front", "veh", 2, 9.0, W, H), [])  # nearly 9 s without a frame
@@ -154,10 +154,10 @@ def _frames(epoch: int, n: int, camera: str = "veh-1/right", version: int = 2):
 
 
 def test_a_restarted_source_is_a_new_stream_old_tracks_end_and_its_frames_are_all_processed():
-    from consumers.engine import CameraProcessor
+    from consumers.camera import CameraStep
     from consumers.rules import RulesFile
 
-    proc = CameraProcessor("veh-1/right", RulesFile())
+    proc = CameraStep("veh-1/right", RulesFile())
     first = [e for f in _frames(100, 20) for e in proc.consume(f)[0]]
     started = [e for e in first if e.type == "track.started"]
     assert started and not [e for e in first if e.type == "track.ended"]
@@ -177,10 +177,10 @@ def test_a_restarted_source_is_a_new_stream_old_tracks_end_and_its_frames_are_al
 
 
 def test_duplicates_and_frames_of_an_older_stream_are_skipped_and_said_why():
-    from consumers.engine import CameraProcessor
+    from consumers.camera import CameraStep
     from consumers.rules import RulesFile
 
-    proc = CameraProcessor("veh-1/right", RulesFile())
+    proc = CameraStep("veh-1/right", RulesFile())
     frames = _frames(200, 5)
     for f in frames:
         proc.consume(f)
@@ -248,11 +248,11 @@ def test_a_state_saved_when_the_rules_kept_theirs_on_the_tracks_resumes_with_the
     from consumers.rules import DEMO_RULES
 
     rules, frames, recorded = load_rules(DEMO_RULES), _frames_of(camera), RECORDED["cameras"][camera]
-    fresh = CameraProcessor(camera, rules)
+    fresh = CameraStep(camera, rules)
     assert [e.event_id for f in frames for e in fresh.consume(f)[0]] == recorded["events_all"]
     old = recorded["state"]
     assert "line_sides" in old["tracks"][0] and "rule_state" not in old  # the earlier layout
-    resumed = CameraProcessor(camera, rules, CameraState.model_validate(old))
+    resumed = CameraStep(camera, rules, CameraState.model_validate(old))
     after = [[e.event_id, e.type] for f in frames[RECORDED["split"] :] for e in resumed.consume(f)[0]]
     assert after == recorded["events_after"]
     assert raised_after_the_save <= {t for _, t in after}  # the state carried what each rule needs
@@ -261,14 +261,14 @@ def test_a_state_saved_when_the_rules_kept_theirs_on_the_tracks_resumes_with_the
 def test_a_crowded_zone_is_raised_once_per_episode_and_the_episode_survives_a_restart():
     crowd = [[car(105 + 30 * k) for k in range(3)] for _ in range(12)]  # three cars standing in the zone
     rules = RULES.model_copy(update={"defaults": RULES.defaults.model_copy(update={"crowd_tracks": 3})})
-    _, events = run(crowd, CameraProcessor("veh/front", rules))
+    _, events = run(crowd, CameraStep("veh/front", rules))
     crowded = [(e.zone, e.details) for e in events if e.type == "zone.crowded"]
     assert crowded == [("box", {"tracks": 3, "classes": "car"})]
-    proc, _ = run(crowd[:6], CameraProcessor("veh/front", rules))
+    proc, _ = run(crowd[:6], CameraStep("veh/front", rules))
     saved = CameraState.model_validate_json(proc.snapshot().model_dump_json())
     assert saved.rule_state["crowding"] == {"crowded": ["box"]}  # the rule's state, saved with the camera's
-    resumed = CameraProcessor("veh/front", rules, saved)
+    resumed = CameraStep("veh/front", rules, saved)
     assert not [e for e in run(crowd[6:], resumed, start=6)[1] if e.type == "zone.crowded"]  # the same episode
-    _, two = run(crowd[:4] + [[car(105)]] * 3 + crowd[:4], CameraProcessor("veh/front", rules))
+    _, two = run(crowd[:4] + [[car(105)]] * 3 + crowd[:4], CameraStep("veh/front", rules))
     assert [e.type for e in two].count("zone.crowded") == 2  # below the threshold ends an episode
     assert "zone.crowded" not in {e.type for e in run(crowd)[1]}  # off unless crowd_tracks is set

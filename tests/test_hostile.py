@@ -24,7 +24,7 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
 from consumers.analytics import FrameMeta
-from consumers.engine import CameraProcessor
+from consumers.camera import CameraStep
 from consumers.rules import DEMO_RULES, load_rules
 from consumers.snapshots import box_rle, state_record
 from consumers.tracking import Observation
@@ -153,8 +153,8 @@ def test_a_shadow_result_with_a_bad_mask_counts_nothing():
 def test_a_state_over_the_cap_is_trimmed_to_fit_and_says_so():
     rng = np.random.default_rng(0)
 
-    def crowded() -> CameraProcessor:  # 60 tracks with ragged masks: a large state
-        proc = CameraProcessor("veh-1/front", RULES)
+    def crowded() -> CameraStep:  # 60 tracks with ragged masks: a large state
+        proc = CameraStep("veh-1/front", RULES)
         frame = [Observation("car", 0.9, (k, 0, 640, 360), rng.random((360, 640)) > 0.5) for k in range(60)]
         proc.step(FrameMeta("veh-1/front", None, 0, 0.0, 640, 360, stream_epoch=1), frame)
         return proc

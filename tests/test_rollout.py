@@ -27,6 +27,7 @@ from consumers.rules import DEMO_RULES, load_rules
 from pipeline import rle
 from pipeline.apps.replay import run_replay
 from pipeline.archive import read_archive
+from pipeline.event_diff import diff_events
 from pipeline.ingest.runner import IngestRunner
 from pipeline.ingest.sources import SyntheticVehicle
 from pipeline.kafka.topics import Topics, TopicSpec, ensure_topics
@@ -35,7 +36,6 @@ from pipeline.model.shipped import SHIPPED_WEIGHTS
 from pipeline.publish import DetectionPublisher
 from pipeline.rollout.compare import Judgement, LatencyHistogram, compare_frames
 from pipeline.rollout.controller import RolloutController
-from pipeline.rollout.diff import diff_events
 from pipeline.rollout.follow import RolloutFollower
 from pipeline.rollout.ops import start_rollout
 from pipeline.rollout.state import RolloutPolicy, RolloutState, RolloutStore, decide

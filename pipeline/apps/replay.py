@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from consumers.engine import CameraProcessor
+from consumers.camera import CameraStep
 from consumers.rules import RulesFile
 from pipeline.archive import ArchivedFrame
+from pipeline.event_diff import EventDiff, diff_events, write_report
+from pipeline.ingest.refusals import RefusedFrames
 from pipeline.kafka.connection import KafkaConnection
 from pipeline.kafka.scan import scan
 from pipeline.kafka.topics import Topics
 from pipeline.messages import Event, FrameDetections
 from pipeline.publish import DetectionPublisher
-from pipeline.rollout.diff import EventDiff, diff_events, write_report
 from pipeline.serving.client import ClientConfig, Frame, FrameFailure, SegmentationClient
 from pipeline.serving.versions import ensemble_name
 
@@ -56,7 +56,7 @@ def _batches(frames: Iterable[ArchivedFrame], size: int) -> Iterator[list[Archiv
 
 async def _infer(client_config: ClientConfig, frames: Iterable[ArchivedFrame], max_batch: int, result: ReplayResult,
                  progress: tqdm) -> None:  # fmt: skip
-    pending: dict[str, int] = defaultdict(int)  # camera -> refused frames not yet carried by a message
+    refusals = RefusedFrames()
     async with SegmentationClient(client_config) as client:
         for batch in _batches(frames, max_batch):
             images = [f for f in batch if not f.end_of_stream]
@@ -66,31 +66,28 @@ async def _infer(client_config: ClientConfig, frames: Iterable[ArchivedFrame], m
             by_id = {id(f): a for f, a in zip(images, answers)}
             for f in batch:
                 if f.end_of_stream:
-                    det = FrameDetections(
-                        camera_id=f.camera_id, vehicle_id=f.vehicle_id, stream_epoch=f.stream_epoch,
-                        frame_index=f.frame_index, capture_time=f.capture_time, width=1, height=1, model_name="",
-                        model_version="", instances=[], end_of_stream=True,
-                    )  # fmt: skip
+                    det = FrameDetections.end_marker(f.camera_id, f.vehicle_id, f.stream_epoch, f.frame_index,
+                                                     f.capture_time)  # fmt: skip
                 else:
                     answer = by_id[id(f)]
                     if isinstance(answer, FrameFailure):
                         result.refused += 1
-                        pending[f.camera_id] += 1
+                        refusals.refused(f.camera_id)
                         log.warning("archived frame %s/%d refused: %s", f.camera_id, f.frame_index, answer.reason)
                         continue
                     det = answer
                     det.stream_epoch = f.stream_epoch
-                    det.decode_errors = f.decode_errors + pending.pop(f.camera_id, 0)
+                    refusals.report_in(det, already=f.decode_errors)
                 result.detections.append(det)
             progress.update(len(batch))
 
 
 def derive_events(detections: list[FrameDetections], rules: RulesFile) -> list[Event]:
     """The events of each camera's detections, in order, as the consumers derive them."""
-    procs: dict[str, CameraProcessor] = {}
+    procs: dict[str, CameraStep] = {}
     events: list[Event] = []
     for det in detections:
-        proc = procs.setdefault(det.camera_id, CameraProcessor(det.camera_id, rules))
+        proc = procs.setdefault(det.camera_id, CameraStep(det.camera_id, rules))
         events += proc.consume(det)[0]
     return events
 

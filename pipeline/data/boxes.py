@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.data.classes import COCO_CLASSES, COCO_IDS
+from pipeline.runmasks import box_iou
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "person": ("person",),
@@ -36,16 +37,6 @@ class BoxScore:
     @property
     def precision(self) -> float:
         return (self.detections - self.false_alarms) / self.detections if self.detections else float("nan")
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of (N, 4) and (M, 4) x0, y0, x1, y1 boxes."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def score_boxes(

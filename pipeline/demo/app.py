@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from consumers.engine import CameraProcessor
+from consumers.camera import CameraStep
 from consumers.processor import EventProcessor
 from consumers.rules import DEMO_RULES, RulesFile, load_rules
 from consumers.scoring import SCORED_TYPES, score_events
@@ -167,10 +167,10 @@ def _latency(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def _report_frames(kept: list[tuple[CapturedFrame, FrameDetections]], rules: RulesFile, n: int) -> list:
     """Replay the tracker on the kept frames (deterministic: the same track ids as the consumer's)."""
-    procs: dict[str, CameraProcessor] = {}
+    procs: dict[str, CameraStep] = {}
     labelled = []
     for captured, result in kept:
-        proc = procs.setdefault(result.camera_id, CameraProcessor(result.camera_id, rules))
+        proc = procs.setdefault(result.camera_id, CameraStep(result.camera_id, rules))
         proc.process(result)
         tracks = {id(o): t.track_id.rsplit("#", 1)[-1] for t, o in proc.last_matched}
         labelled.append((captured, result, [(o, tracks.get(id(o))) for _, o in proc.last_matched]))

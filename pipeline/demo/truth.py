@@ -3,7 +3,7 @@ and object ids (perfect detection and tracking), frame for frame, for scoring th
 
 from __future__ import annotations
 
-from consumers.engine import CameraProcessor, FrameMeta
+from consumers.camera import CameraStep, FrameMeta
 from consumers.rules import RulesFile
 from consumers.tracking import Observation
 from pipeline.data.classes import class_name
@@ -17,7 +17,7 @@ def truth_events(vehicle_id: str, seed: int, rules: RulesFile, *, cameras: int =
     """Re-renders the (deterministic) sequence and runs the rules on what is truly there."""
     cams = vehicle_cameras()[:cameras]
     ids = [f"{vehicle_id}/{c.name}" for c in cams]
-    procs = {cid: CameraProcessor(cid, rules, truth=True) for cid in ids}
+    procs = {cid: CameraStep(cid, rules, truth=True) for cid in ids}
     events: list[Event] = []
     n = 0
     for index, frames in enumerate(iter_synthetic_sequence(seed, cameras=cams, fps=fps, seconds=seconds)):

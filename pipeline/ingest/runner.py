@@ -34,6 +34,7 @@ from pipeline.archive import headers_of
 from pipeline.errors import BadAnswerError, InferenceError
 from pipeline.ingest.pacing import Pacer
 from pipeline.ingest.queues import CameraQueues
+from pipeline.ingest.refusals import RefusedFrames
 from pipeline.ingest.routing import Route, Router
 from pipeline.ingest.sources import CapturedFrame, Source, SourceState
 from pipeline.kafka.topics import Topics
@@ -145,7 +146,7 @@ class IngestRunner:
         self.routed: Counter[str] = Counter()  # version -> frames of it sent for publishing
         self._clients: dict[str, SegmentationClient] = {}
         self._readers: list[threading.Thread] = []
-        self._refused: Counter[str] = Counter()  # camera -> refused frames not yet reported in a message
+        self._refused = RefusedFrames()
         self.epochs: dict[str, int] = {}  # first camera of a source -> stream epoch of this run
         self._stop = threading.Event()
 
@@ -274,7 +275,7 @@ class IngestRunner:
     def _publish_one(self, captured: CapturedFrame, result: FrameDetections | FrameFailure) -> None:
         if isinstance(result, FrameFailure):
             self.stats.drop(captured.camera_id, "refused")
-            self._refused[captured.camera_id] += 1
+            self._refused.refused(captured.camera_id)
             log.warning("camera %s frame %d refused: %s", captured.camera_id, captured.frame_index, result.reason)
             self.publisher.dead_letter(DeadLetter(
                 topic=f"camera:{captured.camera_id}", partition=-1, offset=captured.frame_index,
@@ -282,8 +283,7 @@ class IngestRunner:
                 value=f"<{len(captured.jpeg)} bytes of JPEG>",
             ))  # fmt: skip
             return
-        if self._refused[captured.camera_id]:  # the consumers turn this into a camera.health event
-            result.decode_errors = self._refused.pop(captured.camera_id)
+        self._refused.report_in(result)
         result.stream_epoch = captured.stream_epoch
         self.routed[result.model_version] += 1
         if self.archive_every and captured.frame_index % self.archive_every == 0:
@@ -336,11 +336,8 @@ class IngestRunner:
                 if self.archive_every:
                     self._archive(b"", cam, getattr(source, "vehicle_id", None), epoch, last, last / source.nominal_fps,
                                   end_of_stream=True)  # fmt: skip
-                self.publisher.publish(FrameDetections(
-                    camera_id=cam, vehicle_id=getattr(source, "vehicle_id", None), stream_epoch=epoch,
-                    frame_index=last, capture_time=last / source.nominal_fps, width=1, height=1, model_name="",
-                    model_version="", instances=[], end_of_stream=True,
-                ))  # fmt: skip
+                self.publisher.publish(FrameDetections.end_marker(cam, getattr(source, "vehicle_id", None), epoch, last,
+                                                                  last / source.nominal_fps))  # fmt: skip
 
     def progress(self) -> dict:
         return {

@@ -1,6 +1,6 @@
 """Turn one camera's detections, frame after frame, into events.
 
-:class:`CameraProcessor` is a thin per-camera step: track the frame's observations, then let each
+:class:`CameraStep` is a thin per-camera step: track the frame's observations, then let each
 rule registered in :mod:`consumers.analytics` raise its events. All its state is in a
 :class:`CameraState` (plain JSON: the tracker's, and each rule's under its name), so a consumer can
 persist it with its offsets and resume after a restart exactly where it was. Events come in a
@@ -73,7 +73,7 @@ class CameraState(BaseModel):
         return data
 
 
-class CameraProcessor:
+class CameraStep:
     """Tracker plus event rules for one camera. ``truth=True`` follows the simulator's object ids."""
 
     def __init__(self, camera_id: str, rules: RulesFile, state: CameraState | None = None, *, truth: bool = False):
@@ -307,4 +307,4 @@ class CameraProcessor:
         return events
 
 
-__all__ = ["CameraProcessor", "CameraRules", "CameraState", "FrameMeta", "Rules", "Zone", "event_id"]
+__all__ = ["CameraRules", "CameraState", "CameraStep", "FrameMeta", "Rules", "Zone", "event_id"]
