@@ -38,6 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from kafka import ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
@@ -54,6 +55,14 @@ from pipeline.kafka.topics import Topics
 from pipeline.messages import DeadLetter, Event, FrameDetections, FrameLimits, OutOfBoundsError
 
 log = logging.getLogger(__name__)
+
+
+class TxnStep(StrEnum):
+    """The transaction steps that wait on the broker (named as the producer's methods)."""
+
+    SEND_OFFSETS = "send_offsets_to_transaction"
+    COMMIT = "commit_transaction"
+    ABORT = "abort_transaction"
 
 
 def default_member_id() -> str:
@@ -175,7 +184,7 @@ class EventProcessor:
         producer.init_transactions()  # aborts what an earlier producer of this member left open
         return producer
 
-    def _step(self, name: str, *args: object) -> None:
+    def _step(self, step: TxnStep, *args: object) -> None:
         """Send offsets / commit / abort, waiting at most ``step_timeout_s``.
 
         kafka-python waits without a limit; after a broker crash a request to the dead
@@ -186,14 +195,14 @@ class EventProcessor:
 
         manager, sender = getattr(self.producer, "_transaction_manager", None), getattr(self.producer, "_sender", None)
         if manager is None or sender is None:  # a kafka-python without these internals: its own waits
-            getattr(self.producer, name)(*args)
+            getattr(self.producer, step.value)(*args)
             return
-        steps = {"send_offsets_to_transaction": lambda: manager.send_offsets_to_transaction(*args),
-                 "commit_transaction": manager.begin_commit, "abort_transaction": manager.begin_abort}  # fmt: skip
-        result = steps[name]()
+        begin = {TxnStep.SEND_OFFSETS: lambda: manager.send_offsets_to_transaction(*args),
+                 TxnStep.COMMIT: manager.begin_commit, TxnStep.ABORT: manager.begin_abort}  # fmt: skip
+        result = begin[step]()
         sender.wakeup()
         if not result.wait(timeout_ms=int(self.step_timeout_s * 1000)):
-            raise KafkaTimeoutError(f"{name} got no answer within {self.step_timeout_s:.0f} s")
+            raise KafkaTimeoutError(f"{step.value} got no answer within {self.step_timeout_s:.0f} s")
 
     # ------------------------------------------------------------------------------ partitions and state
 
@@ -368,8 +377,8 @@ class EventProcessor:
         for cam in gone:
             self.producer.send(self.topics.state, key=cam.encode(), value=None)  # tombstone
         offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "", -1) for tp, rs in batches.items()}
-        self._step("send_offsets_to_transaction", offsets, self.consumer.group_metadata())
-        self._step("commit_transaction")
+        self._step(TxnStep.SEND_OFFSETS, offsets, self.consumer.group_metadata())
+        self._step(TxnStep.COMMIT)
         committed = {(tp.topic, tp.partition): o.offset for tp, o in offsets.items()}
         self._poison = {w: e for w, e in self._poison.items() if w[2] >= committed.get(w[:2], -1)}  # not yet passed
         for cam, why in gone.items():
@@ -435,7 +444,7 @@ class EventProcessor:
             self._replace_producer()
         else:
             try:
-                self._step("abort_transaction")
+                self._step(TxnStep.ABORT)
             except Exception as exc:  # logged, not raised: the caller is already handling the first error
                 log.warning("aborting the transaction failed too (%s: %s): replacing the producer",
                             type(exc).__name__, exc)  # fmt: skip

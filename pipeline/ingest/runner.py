@@ -27,6 +27,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -105,7 +106,12 @@ class IngestStats:
         }
 
 
-Answer = tuple[list[FrameDetections | FrameFailure] | None, InferenceError | None, float]  # results, error, ms
+class Answer(NamedTuple):
+    """What one request to an ensemble came back with."""
+
+    results: list[FrameDetections | FrameFailure] | None  # None when the request failed
+    error: InferenceError | None
+    ms: float  # request latency
 
 
 @dataclass
@@ -226,9 +232,9 @@ class IngestRunner:
         try:
             wire = [Frame(f.jpeg, f.camera_id, f.frame_index, f.capture_time, f.vehicle_id) for f in frames]
             results = await self._client(ensemble).infer_isolating(wire)
-            return results, None, (time.perf_counter() - started) * 1000
+            return Answer(results, None, (time.perf_counter() - started) * 1000)
         except InferenceError as exc:
-            return None, exc, (time.perf_counter() - started) * 1000
+            return Answer(None, exc, (time.perf_counter() - started) * 1000)
 
     def _send(self, batch: list[CapturedFrame]) -> list[_Request]:
         """Requests for one batch: by version when a rollout runs, with the shadow request beside live."""
