@@ -1,5 +1,7 @@
-"""Kafka consumers: per-camera tracking, event rules, exactly-once event publishing, sinks.
+"""The consumer side: per-camera tracking, event rules, exactly-once event publishing, the SQLite sink.
 
-Imports ``pipeline.messages`` (and config/errors) only; nothing in ``pipeline`` imports this package
-except the command line, which is where applications are assembled.
+It imports from ``pipeline`` only what both sides share: the wire schemas (``pipeline.messages``),
+the Kafka plumbing (``pipeline.kafka``), mask geometry (``pipeline.runmasks``), errors and path
+checks. The ingest side never imports this package; ``pipeline/apps/wiring.py`` builds it for the
+applications.
 """

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.geometry import masks_to_boxes
+from pipeline.dense_masks import masks_to_boxes
 from pipeline.model import Instances, Predictor, build_model
 from pipeline.model.predictor import pad_batch, postprocess, resized_shape
 

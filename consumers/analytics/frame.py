@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from consumers.analytics.geometry import polygon_prefix
+from consumers.analytics.regions import polygon_prefix
 from consumers.rules import Zone
 from consumers.tracking import FrameObservations, Track
 from pipeline.messages import Event

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from consumers.analytics.base import Rule, RuleState, keep_tracks
 from consumers.analytics.frame import FrameContext
-from consumers.analytics.geometry import applies, crosses_segment, side
+from consumers.analytics.regions import applies, crosses_segment, side
 from consumers.tracking import Track
 from pipeline.messages import Event
 

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from consumers.analytics.base import Rule, RuleState, keep_tracks
 from consumers.analytics.frame import FrameContext
-from consumers.analytics.geometry import distance_to
+from consumers.analytics.regions import distance_to
 from consumers.rules import VEHICLES, VULNERABLE, CameraRules, Rules
 from consumers.tracking import Track
 from pipeline.messages import Event

@@ -8,7 +8,7 @@ from consumers.rules import RulesFile
 from consumers.tracking import Observation
 from pipeline.data.classes import class_name
 from pipeline.data.synthetic import iter_synthetic_sequence, vehicle_cameras
-from pipeline.geometry import masks_to_boxes
+from pipeline.dense_masks import masks_to_boxes
 from pipeline.messages import Event
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipeline.geometry import masks_to_boxes
+from pipeline.dense_masks import masks_to_boxes
 from pipeline.model.sparseinst import PIXEL_MEAN, PIXEL_STD, SparseInst
 
 

@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline import rle
-from pipeline.geometry import masks_to_boxes
+from pipeline.dense_masks import masks_to_boxes
 
 
 @lru_cache(maxsize=64)
