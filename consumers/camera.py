@@ -90,7 +90,6 @@ class CameraStep:
         # rebuilt lazily from the state after a restart
         self._masks: dict[str, tuple[RunMasks, int]] = {}
         self._dirty: set[str] = set()  # tracks whose mask changed since the last snapshot
-        self.last_matched: list[tuple[Track, Observation]] = []  # confirmed tracks of the last frame (reports)
 
     # -------------------------------------------------------------------------------- entry points
 
@@ -293,7 +292,6 @@ class CameraStep:
                                           score=round(t.best_score, 4)))  # fmt: skip
             if t.confirmed:
                 frame.matched.append((t, j))
-        self.last_matched = [(t, obs.items[j]) for t, j in frame.matched]
         return events
 
     def _end_track(self, t: Track, frame: FrameContext) -> list[Event]:

@@ -7,23 +7,23 @@ import json
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from consumers.camera import CameraStep
 from consumers.processor import EventProcessor
 from consumers.rules import DEMO_RULES, RulesFile, load_rules
 from consumers.scoring import SCORED_TYPES, score_events
+from pipeline import rle
 from pipeline.apps.common import client_config, progress_line
 from pipeline.apps.wiring import consumer_side, ingest_side
 from pipeline.config import Settings
 from pipeline.data.classes import CLASS_INDEX
 from pipeline.ingest.sources import CapturedFrame, Source, SyntheticVehicle, source_for
 from pipeline.kafka.topics import Topics, ensure_topics
-from pipeline.messages import FrameDetections
+from pipeline.messages import Event, FrameDetections
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _stream_demo(settings: Settings, opts: DemoOptions, rules: RulesFile, bootst
         summary["truth_events"] = dict(Counter(e.type for e in truth if e.type in SCORED_TYPES))
     summary["headline"] = (f"{summary['frames_published']} frames from {summary['cameras']} cameras, "
                            f"{summary['fps']} frames/s, {len(events)} events")  # fmt: skip
-    frames = _report_frames(kept, rules, opts.report_frames)
+    frames = _report_frames(kept, events, opts.report_frames)
     from pipeline.demo.report import write_report
 
     report = write_report(opts.out / "report.html", summary=summary, frames=frames, events=events,
@@ -165,29 +165,29 @@ def _latency(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [(float(s), float(np.median(v))) for s, v in sorted(by_second.items())]
 
 
-def _report_frames(kept: list[tuple[CapturedFrame, FrameDetections]], rules: RulesFile, n: int) -> list:
-    """Replay the tracker on the kept frames (deterministic: the same track ids as the consumer's)."""
-    procs: dict[str, CameraStep] = {}
-    labelled = []
+def _report_frames(kept: list[tuple[CapturedFrame, FrameDetections]], events: list[Event], n: int) -> list:
+    """Frames as ingest published them, evenly over time for every camera, each captioned with the events
+    the consumer raised at it (as the sink stored them): the report shows what the pipeline produced."""
+    raised: dict[tuple[str, int, int], list[Event]] = defaultdict(list)
+    for e in events:
+        raised[(e.camera_id, e.stream_epoch, e.frame_index)].append(e)
+    by_camera: dict[str, list[tuple[CapturedFrame, FrameDetections]]] = {}
     for captured, result in kept:
-        proc = procs.setdefault(result.camera_id, CameraStep(result.camera_id, rules))
-        proc.process(result)
-        tracks = {id(o): t.track_id.rsplit("#", 1)[-1] for t, o in proc.last_matched}
-        labelled.append((captured, result, [(o, tracks.get(id(o))) for _, o in proc.last_matched]))
-    with_images = [x for x in labelled if x[0].image is not None and x[2]]
-    if not with_images:
+        if captured.image is not None and result.instances:
+            by_camera.setdefault(result.camera_id, []).append((captured, result))
+    if not by_camera:
         return []
-    by_camera: dict[str, list] = {}
-    for x in with_images:
-        by_camera.setdefault(x[1].camera_id, []).append(x)
-    per_camera = max(1, n // len(by_camera))
-    chosen = []
-    for items in by_camera.values():  # evenly over time, for every camera
+    per_camera, chosen = max(1, n // len(by_camera)), []
+    for items in by_camera.values():
         picks = np.linspace(0, len(items) - 1, min(per_camera, len(items))).round().astype(int)
         chosen += [items[i] for i in sorted(set(picks.tolist()))]
     frames = []
-    for captured, result, instances in chosen:
-        rows = [(o.array(), CLASS_INDEX.get(o.class_name, 0), o.score, f"#{label}") for o, label in instances]
-        caption = f"{result.camera_id} frame {result.frame_index} t={result.capture_time:.1f}s"
-        frames.append((captured.image, rows, f"{caption}, {len(result.instances)} instances"))
+    for captured, result in chosen:
+        rows = [(rle.decode(d.mask.model_dump()), CLASS_INDEX.get(d.class_name, 0), d.score, None)
+                for d in result.instances]  # fmt: skip
+        here = raised.get((result.camera_id, result.stream_epoch, result.frame_index), [])
+        said = "; ".join(f"{e.type} {e.track_id.rsplit('#', 1)[-1]}" if e.track_id else e.type for e in here)
+        caption = (f"{result.camera_id} frame {result.frame_index} t={result.capture_time:.1f}s, "
+                   f"{len(result.instances)} instances" + (f": {said}" if said else ""))  # fmt: skip
+        frames.append((captured.image, rows, caption))
     return frames

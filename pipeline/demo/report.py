@@ -15,7 +15,7 @@ from pipeline.overlay import draw_instances, jpeg_data_uri
 TYPE_COLOURS = {
     "track.started": "#4caf50", "track.ended": "#9e9e9e", "zone.entered": "#2196f3", "zone.exited": "#03a9f4",
     "zone.dwell": "#3f51b5", "line.crossed": "#ff9800", "proximity.alert": "#f44336", "occupancy": "#795548",
-    "camera.health": "#9c27b0", "rollout": "#607d8b",
+    "camera.health": "#9c27b0", "rollout": "#607d8b", "zone.crowded": "#e91e63",
 }  # fmt: skip
 STYLE = """
 body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
@@ -98,7 +98,7 @@ def line_counts(events: list[Event]) -> list[list[object]]:
 
 def write_report(path: Path, *, summary: dict, frames: list[tuple[np.ndarray, list, str]], events: list[Event],
                  fps_series: list[tuple[float, float]], latency_series: list[tuple[float, float]]) -> Path:  # fmt: skip
-    """``frames``: (RGB image, [(mask, class index, score, track label)], caption)."""
+    """``frames``: (RGB image, [(mask, class index, score, label or None)], caption)."""
     cells = []
     for image, instances, caption in frames:
         if instances:
@@ -129,7 +129,8 @@ def write_report(path: Path, *, summary: dict, frames: list[tuple[np.ndarray, li
         + "<h2>Line crossings</h2>" + _table(["camera", "line", "class", "direction", "count"], line_counts(events))
         + "<h2>Throughput and latency</h2>" + _line_plot(fps_series, label="published frames/s over time (s)")
         + _line_plot(latency_series, label="frame-to-publish latency ms over time (s)")
-        + "<h2>Frames (masks, classes, scores, track ids)</h2><div class='frames'>" + "".join(cells) + "</div>"
+        + "<h2>Frames (masks, classes and scores as published; the events raised at each)</h2>"
+        + "<div class='frames'>" + "".join(cells) + "</div>"
     )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>SparseInst streaming demo</title>"
