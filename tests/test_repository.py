@@ -92,3 +92,60 @@ def test_an_official_size_model_gets_its_own_input_and_output_dims():
 
 def parse_text(text: str) -> mc.ModelConfig:
     return text_format.Parse(text, mc.ModelConfig())
+
+
+# ------------------------------------------------------------------ against what the real components read
+
+
+ONNX_TYPES = {"tensor(float)": "FP32", "tensor(int32)": "INT32", "tensor(int64)": "INT64", "tensor(uint8)": "UINT8"}
+
+
+def test_the_network_config_is_what_the_exported_onnx_graph_takes_and_gives(cpu_repository):
+    """ONNX Runtime's reading of the exported graph, and what it returns for a batch of two, against the config."""
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(cpu_repository / contract.NETWORK / "1" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])  # fmt: skip
+    net = parse(cpu_repository / contract.NETWORK / "config.pbtxt")
+    (image,) = session.get_inputs()
+    assert [(image.name, ONNX_TYPES[image.type], tuple(image.shape[1:]))] == tensors(net.input)
+    assert isinstance(image.shape[0], str)  # a dynamic batch axis, as max_batch_size needs
+    outputs = session.run(None, {image.name: np.zeros((2, *image.shape[1:]), np.float32)})
+    got = sorted((o.name, ONNX_TYPES[o.type], tuple(v.shape[1:])) for o, v in zip(session.get_outputs(), outputs))
+    assert got == sorted(tensors(net.output))
+    assert all(v.shape[0] == 2 for v in outputs)
+
+
+@pytest.mark.slow
+def test_triton_serves_every_model_with_the_inputs_and_outputs_the_ensemble_wires(triton, cpu_repository):
+    """Triton's own metadata of the loaded models: every ensemble step's tensors exist with their types."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(triton.http_url)
+    try:
+        meta = {name: client.get_model_metadata(name) for name in contract.models(read_spec(cpu_repository))}
+        ensemble = client.get_model_config(contract.ENSEMBLE)
+    finally:
+        client.close()
+
+    def served(entries) -> dict[str, tuple[str, tuple[int, ...]]]:
+        return {e["name"]: (e["datatype"], tuple(e["shape"][1:])) for e in entries}  # batch axis first (-1)
+
+    for step in ensemble["ensemble_scheduling"]["step"]:
+        model = meta[step["model_name"]]
+        assert set(step["input_map"]) == set(served(model["inputs"])), step["model_name"]
+        assert set(step["output_map"]) <= set(served(model["outputs"])), step["model_name"]
+    # a tensor passed from one step to the next has the same type and shape on both sides
+    produced = {}
+    for step in ensemble["ensemble_scheduling"]["step"]:
+        outs = served(meta[step["model_name"]]["outputs"])
+        produced |= {wire: outs[name] for name, wire in step["output_map"].items()}
+    for step in ensemble["ensemble_scheduling"]["step"]:
+        ins = served(meta[step["model_name"]]["inputs"])
+        for name, wire in step["input_map"].items():
+            if wire in produced:
+                assert produced[wire] == ins[name], (step["model_name"], name)
+    assert served(meta[contract.ENSEMBLE]["outputs"]) == {
+        w: produced[w] for w in served(meta[contract.ENSEMBLE]["outputs"])
+    }
