@@ -403,3 +403,23 @@ def test_the_compose_broker_script_takes_only_authenticated_users_and_grants_the
         broker.kill()
         broker.wait()
         log.close()
+
+
+def test_each_compose_app_reads_its_environment_into_the_settings_it_needs(compose, secrets, monkeypatch):
+    """The containers' environment read by the settings loader itself (names that are not settings fail)."""
+    from pipeline.config import load_settings
+
+    for name, app in compose["services"].items():
+        if app.get("image") != "sparseinst-pipeline:latest":
+            continue
+        with monkeypatch.context() as env:
+            for key, value in app["environment"].items():  # the compose secrets, mounted where the file says
+                env.setenv(key, str(value).replace("/run/secrets", str(secrets)))
+            settings = load_settings(ROOT / "deploy" / "pipeline.yaml")
+        security = settings.kafka.security
+        assert settings.kafka.bootstrap == "kafka:9092" and security.protocol == "SASL_SSL", name
+        assert security.secret().get_secret_value() == (secrets / Path(str(security.password_file)).name).read_text()
+        assert security.ssl_cafile == secrets / "kafka-ca.pem"
+        assert settings.triton.grpc_url == "triton:8001"
+        key = settings.triton.key()
+        assert (key is not None) == (name == "rollout-controller"), name
