@@ -141,7 +141,7 @@ def test_no_listener_of_the_secured_broker_takes_a_plaintext_client(secure_kafka
     c = secure_kafka.config
     for port in (secure_kafka.port, c.internal_port, c.controller_port):  # clients, brokers, controllers
         with pytest.raises(KafkaUnavailableError):
-            check_connection(KafkaConnection(bootstrap=f"{c.host}:{port}"), timeout_s=6)
+            check_connection(KafkaConnection(bootstrap=f"{c.host}:{port}"), timeout_s=3)
 
 
 def test_a_user_without_the_pipelines_acls_can_neither_read_nor_write(secure_kafka):
