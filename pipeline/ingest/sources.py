@@ -37,20 +37,12 @@ class SourceState(enum.StrEnum):
 
 
 @dataclass
-class TrueInstance:
-    object_id: int
-    category: int
-    mask: np.ndarray
-
-
-@dataclass
 class CapturedFrame:
     camera_id: str
     vehicle_id: str | None
     frame_index: int
     capture_time: float
     jpeg: bytes
-    truth: list[TrueInstance] | None = None  # simulator only
     image: np.ndarray | None = None  # the RGB frame, kept by sources that have it (for reports)
     enqueued: float = field(default=0.0)  # monotonic time it entered the pipeline (latency)
     stream_epoch: int = 0  # the run of the source that read it (set by the ingest runner)
@@ -122,7 +114,6 @@ class SyntheticVehicle(Source):
                 yield CapturedFrame(
                     camera_id=cam_id, vehicle_id=self.vehicle_id, frame_index=index, capture_time=f.time_s,
                     jpeg=encode_jpeg(f.image), image=f.image if self._keep(index) else None,
-                    truth=[TrueInstance(i.object_id, i.category, i.mask) for i in f.instances],
                 )  # fmt: skip
         self.state = SourceState.ENDED
 
