@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from pipeline.kafka.connection import KafkaConnection
 from pipeline.kafka.scan import scan
+from pipeline.publish import DetectionPublisher
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,26 @@ def headers_of(camera_id: str, vehicle_id: str | None, stream_epoch: int, frame_
               "frame_index": frame_index, "capture_time": repr(float(capture_time)),
               "end_of_stream": "1" if end_of_stream else "0", "decode_errors": decode_errors}  # fmt: skip
     return [(k, str(v).encode()) for k, v in fields.items()]
+
+
+class FrameArchive:
+    """Ingest's side of the archive: every ``every``-th published frame (0: none) and each camera's end."""
+
+    def __init__(self, publisher: DetectionPublisher, topic: str, every: int) -> None:
+        self.publisher, self.topic, self.every = publisher, topic, every
+
+    def published(self, jpeg: bytes, camera_id: str, vehicle_id: str | None, stream_epoch: int, frame_index: int,
+                  capture_time: float, decode_errors: int) -> None:  # fmt: skip
+        if self.every and frame_index % self.every == 0:
+            headers = headers_of(camera_id, vehicle_id, stream_epoch, frame_index, capture_time,
+                                 decode_errors=decode_errors)  # fmt: skip
+            self.publisher.send(self.topic, camera_id, jpeg, "frames_archived", headers=headers)
+
+    def ended(self, camera_id: str, vehicle_id: str | None, stream_epoch: int, frame_index: int,
+              capture_time: float) -> None:  # fmt: skip
+        if self.every:
+            headers = headers_of(camera_id, vehicle_id, stream_epoch, frame_index, capture_time, end_of_stream=True)
+            self.publisher.send(self.topic, camera_id, b"", "frames_archived", headers=headers)
 
 
 def _frame(record) -> ArchivedFrame:

@@ -31,15 +31,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.archive import headers_of
+from pipeline.archive import FrameArchive
 from pipeline.errors import BadAnswerError, InferenceError
 from pipeline.ingest.pacing import Pacer
 from pipeline.ingest.queues import CameraQueues
 from pipeline.ingest.refusals import RefusedFrames
-from pipeline.ingest.routing import Route, Router
+from pipeline.ingest.routing import Planned, Router, ShadowReports, plan
 from pipeline.ingest.sources import CapturedFrame, Source, SourceState
 from pipeline.kafka.topics import Topics
-from pipeline.messages import DeadLetter, FrameDetections, ShadowResult
+from pipeline.messages import DeadLetter, FrameDetections
 from pipeline.publish import DetectionPublisher
 from pipeline.serving.client import ClientConfig, Frame, FrameFailure, SegmentationClient
 
@@ -116,15 +116,11 @@ class Answer(NamedTuple):
 
 @dataclass
 class _Request:
-    """One request in flight: frames of one batch sent to one ensemble, with its shadow request."""
+    """One planned request in flight, with its shadow request beside it."""
 
     task: asyncio.Task  # -> Answer
-    frames: list[CapturedFrame]
-    ensemble: str
-    rollout: Route | None = None
-    candidate: bool = False  # canary frames served by the candidate
-    shadow: asyncio.Task | None = None  # the same (sampled) frames at the candidate -> Answer
-    shadow_frames: list[CapturedFrame] = field(default_factory=list)
+    planned: Planned
+    shadow: asyncio.Task | None = None  # the shadow frames at the candidate -> Answer
 
 
 class IngestRunner:
@@ -148,7 +144,10 @@ class IngestRunner:
         self.queues = CameraQueues(budget, on_drop=lambda camera: self.stats.drop(camera, "behind"))
         self.stats = IngestStats()
         self.on_published = on_published
-        self.rollout, self.archive_every, self.topics = rollout, archive_every, topics or Topics()  # shadow, archive
+        topics = topics or Topics()
+        self.rollout = rollout
+        self.archive = FrameArchive(publisher, topics.archive, archive_every)
+        self.shadow_reports = ShadowReports(publisher, topics.shadow)
         self.routed: Counter[str] = Counter()  # version -> frames of it sent for publishing
         self._clients: dict[str, SegmentationClient] = {}
         self._readers: list[threading.Thread] = []
@@ -238,45 +237,39 @@ class IngestRunner:
 
     def _send(self, batch: list[CapturedFrame]) -> list[_Request]:
         """Requests for one batch: by version when a rollout runs, with the shadow request beside live."""
-        state = self.rollout.current() if self.rollout is not None else None
-        if state is None:
-            ensemble = self.client_config.model_name
-            return [_Request(asyncio.create_task(self._ask(ensemble, batch)), batch, ensemble)]
-        canary = [f for f in batch if state.serves_candidate(f.camera_id)]
-        live = [f for f in batch if not state.serves_candidate(f.camera_id)]
+        route = self.rollout.current() if self.rollout is not None else None
         out = []
-        if live:
-            req = _Request(asyncio.create_task(self._ask(state.live_ensemble, live)), live, state.live_ensemble, state)
-            req.shadow_frames = [f for f in live if state.shadows(f.camera_id, f.frame_index)]
-            if req.shadow_frames and state.candidate_ensemble:
-                req.shadow = asyncio.create_task(self._ask(state.candidate_ensemble, req.shadow_frames))
+        for planned in plan(batch, route, self.client_config.model_name):
+            req = _Request(asyncio.create_task(self._ask(planned.ensemble, planned.frames)), planned)
+            if planned.shadow and route is not None and route.candidate_ensemble:
+                req.shadow = asyncio.create_task(self._ask(route.candidate_ensemble, planned.shadow))
             out.append(req)
-        if canary and state.candidate_ensemble:
-            out.append(_Request(asyncio.create_task(self._ask(state.candidate_ensemble, canary)), canary,
-                                state.candidate_ensemble, state, candidate=True))  # fmt: skip
         return out
 
     async def _publish(self, req: _Request) -> None:
+        p = req.planned
         results, error, ms = await req.task
-        if req.candidate and error is not None:  # the candidate failed canary frames: live answers them
-            assert req.rollout is not None
-            log.error("candidate %s failed %d canary frames (%s); live %s answers them", req.ensemble,
-                      len(req.frames), error, req.rollout.live_ensemble)  # fmt: skip
-            for f in req.frames:
-                self._report(req.rollout, f, candidate_error=f"{type(error).__name__}: {error}",
-                             candidate_latency_ms=ms)  # fmt: skip
-            results, error, ms = await self._ask(req.rollout.live_ensemble, req.frames)
+        if p.candidate and error is not None:  # the candidate failed canary frames: live answers them
+            assert p.route is not None
+            log.error("candidate %s failed %d canary frames (%s); live %s answers them", p.ensemble,
+                      len(p.frames), error, p.route.live_ensemble)  # fmt: skip
+            for f in p.frames:
+                self.shadow_reports.report(p.route, f, candidate_error=f"{type(error).__name__}: {error}",
+                                           candidate_latency_ms=ms)  # fmt: skip
+            results, error, ms = await self._ask(p.route.live_ensemble, p.frames)
         if error is not None:
             reason = "bad_answer" if isinstance(error, BadAnswerError) else "server_error"
-            for captured in req.frames:
+            for captured in p.frames:
                 self.stats.drop(captured.camera_id, reason)
-            log.error("batch of %d frames lost: %s", len(req.frames), error)
+            log.error("batch of %d frames lost: %s", len(p.frames), error)
         else:
             assert results is not None
-            for captured, result in zip(req.frames, results):
+            for captured, result in zip(p.frames, results):
                 self._publish_one(captured, result)
         if req.shadow is not None:
-            await self._judge_shadow(req, results, ms)
+            assert p.route is not None
+            shadow = await req.shadow
+            self.shadow_reports.compare(p.route, p.frames, results, ms, p.shadow, *shadow)
 
     def _publish_one(self, captured: CapturedFrame, result: FrameDetections | FrameFailure) -> None:
         if isinstance(result, FrameFailure):
@@ -292,35 +285,9 @@ class IngestRunner:
         self._refused.report_in(result)
         result.stream_epoch = captured.stream_epoch
         self.routed[result.model_version] += 1
-        if self.archive_every and captured.frame_index % self.archive_every == 0:
-            self._archive(captured.jpeg, captured.camera_id, captured.vehicle_id, captured.stream_epoch,
-                          captured.frame_index, captured.capture_time, decode_errors=result.decode_errors)  # fmt: skip
+        self.archive.published(captured.jpeg, captured.camera_id, captured.vehicle_id, captured.stream_epoch,
+                               captured.frame_index, captured.capture_time, result.decode_errors)  # fmt: skip
         self.publisher.publish(result, on_ack=functools.partial(self._acked, captured, result))
-
-    async def _judge_shadow(self, req: _Request, live: list | None, live_ms: float) -> None:
-        assert req.shadow is not None and req.rollout is not None
-        answers, error, ms = await req.shadow
-        by_frame = {id(f): r for f, r in zip(req.frames, live or [])}
-        for i, f in enumerate(req.shadow_frames):
-            mine = by_frame.get(id(f))
-            theirs = answers[i] if answers is not None else None
-            if isinstance(mine, FrameFailure) or mine is None:
-                continue  # the frame itself was refused or lost: nothing to compare
-            self._report(req.rollout, f, live=mine, live_latency_ms=live_ms, candidate_latency_ms=ms,
-                         candidate=theirs if isinstance(theirs, FrameDetections) else None,
-                         candidate_error=f"{type(error).__name__}: {error}" if error is not None else
-                         (f"refused: {theirs.reason}" if isinstance(theirs, FrameFailure) else None))  # fmt: skip
-
-    def _archive(self, jpeg: bytes, camera: str, vehicle: str | None, epoch: int, index: int, time_s: float,
-                 end_of_stream: bool = False, decode_errors: int = 0) -> None:  # fmt: skip
-        headers = headers_of(camera, vehicle, epoch, index, time_s, end_of_stream, decode_errors)
-        self.publisher.send(self.topics.archive, camera, jpeg, "frames_archived", headers=headers)
-
-    def _report(self, state: Route, frame: CapturedFrame, **fields: object) -> None:
-        ids = {"rollout_id": state.rollout_id, "camera_id": frame.camera_id, "stream_epoch": frame.stream_epoch,
-               "frame_index": frame.frame_index}  # fmt: skip
-        result = ShadowResult(**ids, **fields)  # type: ignore[arg-type]
-        self.publisher.send(self.topics.shadow, frame.camera_id, result.model_dump_json().encode(), "shadow_results")
 
     def _acked(self, captured: CapturedFrame, result: FrameDetections, error: BaseException | None) -> None:
         """Runs in the producer's I/O thread once the broker answered for this frame."""
@@ -339,9 +306,7 @@ class IngestRunner:
             epoch = self.epochs.get(source.camera_ids[0], 0)
             for cam in source.camera_ids:
                 last = self.stats.frames_read[cam]
-                if self.archive_every:
-                    self._archive(b"", cam, getattr(source, "vehicle_id", None), epoch, last, last / source.nominal_fps,
-                                  end_of_stream=True)  # fmt: skip
+                self.archive.ended(cam, getattr(source, "vehicle_id", None), epoch, last, last / source.nominal_fps)
                 self.publisher.publish(FrameDetections.end_marker(cam, getattr(source, "vehicle_id", None), epoch, last,
                                                                   last / source.nominal_fps))  # fmt: skip
 
