@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from pipeline import rle
 from pipeline.ingest.pacing import Pacer
 from pipeline.ingest.queues import CameraQueues
+from pipeline.ingest.routing import plan
 from pipeline.ingest.sources import CapturedFrame
 from pipeline.messages import Detection, FrameDetections, RleMask
 from pipeline.publish import fit_message
@@ -74,3 +77,33 @@ def test_an_oversized_frame_keeps_its_best_instances_and_says_how_many_it_lost()
     assert dropped == 2 and kept.truncated == 2 and len(value) <= 2.5 * one
     assert [d.query for d in kept.instances] == [1, 2]  # the two best, back in query order
     assert fit_message(big, 10**7) == (big.model_dump_json().encode(), 0)
+
+
+@dataclass
+class _Route:
+    rollout_id: str = "r"
+    live_ensemble: str = "live"
+    candidate_ensemble: str | None = "cand"
+    canary: frozenset[str] = frozenset({"b"})
+
+    def serves_candidate(self, camera_id: str) -> bool:
+        return camera_id in self.canary
+
+    def shadows(self, camera_id: str, frame_index: int) -> bool:
+        return frame_index % 2 == 0
+
+
+@pytest.mark.parametrize(("route", "expected"), [
+    (None, [("default", ["a0", "a1", "b0", "b1"], False, [])]),
+    (_Route(), [("live", ["a0", "a1"], False, ["a0"]), ("cand", ["b0", "b1"], True, [])]),
+    (_Route(candidate_ensemble=None), [("live", ["a0", "a1", "b0", "b1"], False, [])]),  # nothing to canary on
+    (_Route(canary=frozenset({"a", "b"})), [("cand", ["a0", "a1", "b0", "b1"], True, [])]),
+])  # fmt: skip
+def test_a_batch_is_planned_by_version_and_every_frame_is_in_exactly_one_request(route, expected):
+    batch = [frame(c, i) for c in "ab" for i in range(2)]
+    planned = plan(batch, route, "default")
+    name = lambda f: f"{f.camera_id}{f.frame_index}"  # noqa: E731
+    assert [
+        (p.ensemble, [name(f) for f in p.frames], p.candidate, [name(f) for f in p.shadow]) for p in planned
+    ] == expected
+    assert sorted(name(f) for p in planned for f in p.frames) == sorted(name(f) for f in batch)
