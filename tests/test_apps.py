@@ -103,3 +103,31 @@ def test_the_ingest_side_imports_no_consumers_and_the_model_code_no_kafka():
     assert out.stdout.split() == ["[]", "[]"], out.stdout
     model_sources = " ".join(p.read_text() for p in (REPO_ROOT / "pipeline" / "model").glob("*.py"))
     assert "kafka" not in model_sources and "tritonclient" not in model_sources
+
+
+def _imports(path) -> set[str]:
+    """Every module ``path`` imports (top level and inside functions)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return found
+
+
+@pytest.mark.parametrize(("modules", "never"), [
+    ("pipeline/ingest/*.py", ("pipeline.rollout", "consumers")),  # ingest owns its routing seam
+    ("pipeline/apps/*.py", ("pipeline.local", "pipeline.demo")),  # production paths see settings only
+    ("pipeline/config.py", ("pipeline.local", "pipeline.demo")),
+    ("pipeline/bench/*.py", ("pipeline.demo",)),
+    ("consumers/**/*.py", ("pipeline.apps", "pipeline.ingest", "pipeline.local", "pipeline.demo", "pipeline.cli")),
+])  # fmt: skip
+def test_the_arrows_point_one_way(modules, never):
+    files = sorted(REPO_ROOT.glob(modules))
+    assert files
+    for path in files:
+        bad = {m for m in _imports(path) if any(m == n or m.startswith(n + ".") for n in never)}
+        assert not bad, f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}"
