@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.html_pages import page, table
 from pipeline.messages import Event
 
 IGNORED = {"model_name", "model_version"}
@@ -79,28 +80,24 @@ def diff_events(baseline: list[Event], replay: list[Event], *, baseline_name: st
     return d
 
 
-def write_report(diff: EventDiff, out: Path, meta: dict | None = None) -> tuple[Path, Path]:
+def write_diff_report(diff: EventDiff, out: Path, meta: dict | None = None) -> tuple[Path, Path]:
     """``diff.json`` and a self-contained ``diff.html`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     summary = {**(meta or {}), **diff.summary()}
     json_path = out / "diff.json"
     json_path.write_text(json.dumps(summary, indent=2) + "\n")
     esc = html.escape
-    parts = [f"<!doctype html><meta charset='utf-8'><title>Replay diff: {esc(diff.replay)}</title>",
-             "<style>body{font:14px system-ui,sans-serif;margin:24px}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ddd;padding:3px 8px}th{background:#f4f4f4}code{font-size:12px}</style>",
-             f"<h1>Events: {esc(diff.replay)} against {esc(diff.baseline)}</h1>",
+    parts = [f"<h1>Events: {esc(diff.replay)} against {esc(diff.baseline)}</h1>",
              f"<p>{diff.baseline_events} events before, {diff.replay_events} after: {diff.same} the same, <b>"
              f"{len(diff.added)} added, {len(diff.removed)} removed, {len(diff.changed)} changed</b>.</p>"]  # fmt: skip
     if meta:
-        parts.append("<table>" + "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
-                                         for k, v in meta.items()) + "</table>")  # fmt: skip
-    table = diff.table()
-    cameras = sorted({c for kinds in table.values() for cams in kinds.values() for c in cams})
+        parts.append(table(["", "value"], [[k, v] for k, v in meta.items()]))
+    by_type = diff.table()
+    cameras = sorted({c for kinds in by_type.values() for cams in kinds.values() for c in cams})
     if cameras:
         parts.append("<h2>By type and camera</h2><table><tr><th>kind</th><th>type</th>"
                      + "".join(f"<th>{esc(c)}</th>" for c in cameras) + "</tr>")  # fmt: skip
-        for kind, types in table.items():
+        for kind, types in by_type.items():
             for kind_type, cams in sorted(types.items()):
                 cells = "".join(f"<td>{cams.get(c, '')}</td>" for c in cameras)
                 parts.append(f"<tr><td>{kind}</td><td>{esc(kind_type)}</td>{cells}</tr>")
@@ -123,5 +120,5 @@ def write_report(diff: EventDiff, out: Path, meta: dict | None = None) -> tuple[
                          f"<td>{cell(before)}</td><td>{cell(after)}</td></tr>")  # fmt: skip
         parts.append("</table>")
     html_path = out / "diff.html"
-    html_path.write_text("\n".join(parts) + "\n")
+    html_path.write_text(page(f"Replay diff: {diff.replay}", "\n".join(parts)))
     return json_path, html_path

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.synthetic import synthetic_image
-from pipeline.demo.report import write_report
+from pipeline.demo.report import write_demo_report
 from pipeline.messages import Event
 from pipeline.overlay import draw_instances
 
@@ -38,7 +38,7 @@ def test_the_report_renders_with_overlays(tmp_path):
                     track_id="cam-0#1", class_name="car", zone="lane") for i in range(3)]  # fmt: skip
     summary = {"headline": "test", "frames_published": 4, "event_precision": {"zone.entered": 1.0},
                "event_recall": {"zone.entered": 1.0}}  # fmt: skip
-    report = write_report(tmp_path / "report.html", summary=summary, frames=frames, events=events,
+    report = write_demo_report(tmp_path / "report.html", summary=summary, frames=frames, events=events,
                           fps_series=[(0, 10), (1, 12)], latency_series=[(0, 50), (1, 60)])  # fmt: skip
     html = report.read_text().replace("</style>", "img.overlay{outline:2px solid #ff00ff;outline-offset:-2px}</style>")
     marked = tmp_path / "marked.html"

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from consumers.camera import CameraStep
 from consumers.rules import RulesFile
 from pipeline.archive import ArchivedFrame
-from pipeline.event_diff import EventDiff, diff_events, write_report
+from pipeline.event_diff import EventDiff, diff_events, write_diff_report
 from pipeline.ingest.refusals import RefusedFrames
 from pipeline.kafka.connection import KafkaConnection
 from pipeline.kafka.scan import scan
@@ -144,5 +144,5 @@ def run_replay(conn: KafkaConnection | str, topics: Topics, frames: Iterable[Arc
         if out is not None:
             meta = {"version": version, "frames": len(result.detections), "refused": result.refused,
                     "detections_topic": target.detections, "events_topic": target.events}  # fmt: skip
-            result.report = write_report(result.diff, out, meta)[1]
+            result.report = write_diff_report(result.diff, out, meta)[1]
     return result

@@ -122,9 +122,9 @@ def _stream_demo(settings: Settings, opts: DemoOptions, rules: RulesFile, bootst
     summary["headline"] = (f"{summary['frames_published']} frames from {summary['cameras']} cameras, "
                            f"{summary['fps']} frames/s, {len(events)} events")  # fmt: skip
     frames = _report_frames(kept, events, opts.report_frames)
-    from pipeline.demo.report import write_report
+    from pipeline.demo.report import write_demo_report
 
-    report = write_report(opts.out / "report.html", summary=summary, frames=frames, events=events,
+    report = write_demo_report(opts.out / "report.html", summary=summary, frames=frames, events=events,
                           fps_series=_rate(published_at), latency_series=_latency(published_at))  # fmt: skip
     summary["report"] = str(report)
     summary["events_db"] = str(db)

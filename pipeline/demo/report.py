@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.html_pages import page, table
 from pipeline.messages import Event
 from pipeline.overlay import draw_instances, jpeg_data_uri
 
@@ -17,21 +18,6 @@ TYPE_COLOURS = {
     "zone.dwell": "#3f51b5", "line.crossed": "#ff9800", "proximity.alert": "#f44336", "occupancy": "#795548",
     "camera.health": "#9c27b0", "rollout": "#607d8b", "zone.crowded": "#e91e63",
 }  # fmt: skip
-STYLE = """
-body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
-h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
-.frames{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:8px}
-figure{margin:0}figure img{width:100%;display:block}figcaption{font-size:12px;color:#555}
-svg{background:#fafafa;border:1px solid #e4e4e4}.legend span{margin-right:12px;font-size:12px}
-"""
-
-
-def _table(header: list[str], rows: list[list[object]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _line_plot(series: list[tuple[float, float]], *, width: int = 640, height: int = 160, label: str) -> str:
@@ -96,7 +82,7 @@ def line_counts(events: list[Event]) -> list[list[object]]:
     return [[*k, n] for k, n in sorted(table.items())]
 
 
-def write_report(path: Path, *, summary: dict, frames: list[tuple[np.ndarray, list, str]], events: list[Event],
+def write_demo_report(path: Path, *, summary: dict, frames: list[tuple[np.ndarray, list, str]], events: list[Event],
                  fps_series: list[tuple[float, float]], latency_series: list[tuple[float, float]]) -> Path:  # fmt: skip
     """``frames``: (RGB image, [(mask, class index, score, label or None)], caption)."""
     cells = []
@@ -116,23 +102,22 @@ def write_report(path: Path, *, summary: dict, frames: list[tuple[np.ndarray, li
     if scoring:
         rows = [[t, summary["event_precision"][t], summary["event_recall"][t]] for t in sorted(scoring)]
         score_html = "<h2>Events against the simulator's ground truth</h2>"
-        score_html += _table(["type", "precision", "recall"], rows)
+        score_html += table(["type", "precision", "recall"], rows)
     body = (
         f"<h1>SparseInst streaming demo</h1><p>{html.escape(summary.get('headline', ''))}</p>"
-        "<h2>Summary</h2>" + _table(["", "value"], [[k, json.dumps(v) if isinstance(v, dict | list) else v]
+        "<h2>Summary</h2>" + table(["", "value"], [[k, json.dumps(v) if isinstance(v, dict | list) else v]
                                                    for k, v in summary.items() if k != "headline"])
         + score_html
         + "<h2>Event timeline</h2>" + _timeline(events)
-        + "<h2>Events by type</h2>" + _table(["type", "count"], sorted(by_type.items()))
-        + "<h2>Zones</h2>" + _table(["camera", "zone", "entered", "exited", "dwell", "peak occupancy"],
+        + "<h2>Events by type</h2>" + table(["type", "count"], sorted(by_type.items()))
+        + "<h2>Zones</h2>" + table(["camera", "zone", "entered", "exited", "dwell", "peak occupancy"],
                                     zone_counts(events))
-        + "<h2>Line crossings</h2>" + _table(["camera", "line", "class", "direction", "count"], line_counts(events))
+        + "<h2>Line crossings</h2>" + table(["camera", "line", "class", "direction", "count"], line_counts(events))
         + "<h2>Throughput and latency</h2>" + _line_plot(fps_series, label="published frames/s over time (s)")
         + _line_plot(latency_series, label="frame-to-publish latency ms over time (s)")
         + "<h2>Frames (masks, classes and scores as published; the events raised at each)</h2>"
         + "<div class='frames'>" + "".join(cells) + "</div>"
     )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>SparseInst streaming demo</title>"
-                    f"<style>{STYLE}</style></head><body>{body}</body></html>")  # fmt: skip
+    path.write_text(page("SparseInst streaming demo", body))
     return path
