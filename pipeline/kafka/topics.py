@@ -129,11 +129,14 @@ def ensure_topics(conn: KafkaConnection | str, topics: Topics, spec: TopicSpec |
         if found[det] != found[state]:
             raise TopicsError(f"{state} has {found[state]} partitions and {det} {found[det]}: they must be equal "
                               "(a camera's state lives in the partition of its detections)")  # fmt: skip
-        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topics.state)])
-        policy = configs.get("topic", {}).get(topics.state, {}).get("cleanup.policy", {}).get("value", "delete")
-        if "compact" not in policy:
-            raise TopicsError(f"{topics.state} must be compacted (cleanup.policy=compact), it is {policy!r}")
-        return found
+        # a topic created just now: the broker asked may not have its configs yet (a cluster), so look again
+        for _ in range(50 if topics.state in missing else 1):
+            configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topics.state)])
+            policy = configs.get("topic", {}).get(topics.state, {}).get("cleanup.policy", {}).get("value", "delete")
+            if "compact" in policy:
+                return found
+            time.sleep(0.2)
+        raise TopicsError(f"{topics.state} must be compacted (cleanup.policy=compact), it is {policy!r}")
     finally:
         admin.close()
 
