@@ -19,7 +19,7 @@ from consumers.scoring import score_events
 from pipeline.demo.truth import truth_events
 from pipeline.ingest.runner import IngestRunner
 from pipeline.ingest.sources import JpegFolder, SyntheticVehicle, VideoSource
-from pipeline.kafka.topics import Topics, ensure_topics
+from pipeline.kafka.topics import Topics, TopicSpec, ensure_topics
 from pipeline.messages import DeadLetter, Event, FrameDetections
 from pipeline.publish import DetectionPublisher
 from pipeline.serving.client import ClientConfig
@@ -198,3 +198,22 @@ def test_a_corrupt_frame_and_a_dead_camera_are_counted_and_the_rest_goes_on(kafk
     published = [f for f in frames if f.camera_id == "cam-folder" and not f.end_of_stream]
     assert [f.frame_index for f in published] == [0, 1, 3]
     assert [f.decode_errors for f in published] == [0, 0, 1]  # reported with the camera's next frame
+
+
+@pytest.mark.parametrize("broken", ["state not compacted", "state not co-partitioned"])
+def test_an_existing_topic_layout_the_consumers_cannot_use_is_refused_naming_the_topic(kafka, broken):
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    from pipeline.errors import TopicsError
+
+    topics = new_topics()
+    partitions = 3 if broken == "state not co-partitioned" else 4
+    configs = {} if broken == "state not compacted" else {"cleanup.policy": "compact"}
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    try:
+        admin.create_topics([NewTopic(topics.state, partitions, 1, topic_configs=configs)])
+    finally:
+        admin.close()
+    with pytest.raises(TopicsError, match=topics.state.replace(".", r"\.")):
+        ensure_topics(kafka.bootstrap, topics, TopicSpec(partitions=4))
