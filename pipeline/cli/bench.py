@@ -47,7 +47,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub, archs: list[str]) -> None:
+def register(sub: argparse._SubParsersAction, archs: list[str]) -> None:
     bench = sub.add_parser("bench", help="benchmarks that print measured figures")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
     bm = bsub.add_parser("model", help="ms per frame: PyTorch eager vs optimised vs ONNX Runtime, batch 1 and 8")

@@ -51,7 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub, archs: list[str]) -> None:
+def register(sub: argparse._SubParsersAction, archs: list[str]) -> None:
     for name, func, text in (
         ("up", cmd_up, "start the embedded Kafka and Triton in the background (skips external ones)"),
         ("down", cmd_down, "stop what 'up' started"),

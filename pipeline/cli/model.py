@@ -146,7 +146,7 @@ def cmd_export_coco(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub, archs: list[str]) -> None:
+def register(sub: argparse._SubParsersAction, archs: list[str]) -> None:
     model = sub.add_parser("model", help="build, import, train, evaluate and export SparseInst models")
     msub = model.add_subparsers(dest="model_command", required=True)
 

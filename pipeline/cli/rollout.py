@@ -131,7 +131,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub, archs: list[str]) -> None:
+def register(sub: argparse._SubParsersAction, archs: list[str]) -> None:
     ro = sub.add_parser("rollout", help="model version rollouts: canary and shadow traffic judged on the masks")
     rosub = ro.add_subparsers(dest="rollout_command", required=True)
     rs = rosub.add_parser("start", help="stage a candidate as the next version, load it beside live, start routing")

@@ -24,7 +24,7 @@ def cmd_repo_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub, archs: list[str]) -> None:
+def register(sub: argparse._SubParsersAction, archs: list[str]) -> None:
     repo = sub.add_parser("repo", help="the Triton model repository")
     rsub = repo.add_subparsers(dest="repo_command", required=True)
     rb = rsub.add_parser("build", help="render the model repository for the cpu or gpu profile from a checkpoint")

@@ -48,7 +48,7 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub, archs: list[str]) -> None:
+def register(sub: argparse._SubParsersAction, archs: list[str]) -> None:
     rn = sub.add_parser("run", help="stream the configured cameras through Triton to Kafka (ingest)")
     rn.add_argument("--config", type=Path, required=True, help="settings YAML with 'cameras'")
     rn.add_argument("--shard", type=int, default=0, help="this process's shard: cameras i with i %% shards == shard")
