@@ -237,9 +237,11 @@ def assert_published_once(runner: IngestRunner, frames: list[FrameDetections]) -
 
 
 def rollout_with_ingest(kafka, server, topics, *, seed: int, **start) -> tuple[RolloutState, IngestRunner]:
-    state = start_rollout(kafka.bootstrap, topics, canary_share=0.25, shadow_share=0.5,
-                          policy=RolloutPolicy(min_frames=30), triton_http=server.http_url, control_key=CONTROL_KEY,
-                          **start)  # fmt: skip
+    # Both versions share this host's few CPU cores, so their p99 latencies are queueing noise (seen: 1.7 s live
+    # against 2.7 s for the same weights); the latency gate is specified by the policy's own test above.
+    policy = RolloutPolicy(min_frames=30, latency_slack_ms=60_000)
+    state = start_rollout(kafka.bootstrap, topics, canary_share=0.25, shadow_share=0.5, policy=policy,
+                          triton_http=server.http_url, control_key=CONTROL_KEY, **start)  # fmt: skip
     controller = RolloutController(kafka.bootstrap, topics, save_every_s=0.5)
     result: list[RolloutState | None] = []
     judge = threading.Thread(target=lambda: result.append(controller.run(until_decided=True)), daemon=True)
