@@ -15,6 +15,7 @@ is a pydantic model of its own (``State``), kept per camera in the camera's stat
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -31,7 +32,7 @@ class RuleState(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class Rule:
+class Rule(ABC):
     name: ClassVar[str]
     State: ClassVar[type[RuleState]] = RuleState
     before_tracking: ClassVar[bool] = False
@@ -39,8 +40,9 @@ class Rule:
     def __init__(self, camera: CameraRules, rules: Rules) -> None:
         self.camera, self.rules = camera, rules
 
+    @abstractmethod
     def trigger(self, frame: FrameContext, state) -> list[Event]:
-        raise NotImplementedError
+        """The events of one frame; the one hook every rule must have."""
 
     def track_ended(self, track: Track, frame: FrameContext, state) -> list[Event]:
         return []
