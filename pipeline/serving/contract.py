@@ -1,8 +1,11 @@
 """The tensors between the client, the ensemble and its three models, defined once.
 
-Every ``config.pbtxt`` of both profiles is rendered from these definitions, the Python-backend
-models read their tensor names from here, and a test checks the rendered files against them.
-Dims exclude the batch dimension (every model batches); ``-1`` is variable.
+Every ``config.pbtxt`` of both profiles is rendered from these definitions and the Python-backend
+models read their tensor names from here. Two ensembles share the network and the post-processing:
+``sparseinst_pipeline`` takes a batch of JPEG frames, ``sparseinst_video`` one encoded video segment
+(its frames become the network's batch). Dims exclude the batch dimension of batching models;
+the video step and its ensemble do not batch (a segment is a request), so their dims are whole;
+``-1`` is variable.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ class ModelSpec(BaseModel):
 
 
 ENSEMBLE = "sparseinst_pipeline"
+VIDEO_ENSEMBLE = "sparseinst_video"
 PREPROCESS = "preprocess"
+PREPROCESS_VIDEO = "preprocess_video"
 NETWORK = "sparseinst"
 POSTPROCESS = "postprocess"
 
@@ -70,6 +75,19 @@ MASKS_RLE = Tensor("masks_rle", "STRING", (-1,))  # COCO RLE ``counts`` strings 
 QUERY_INDEX = Tensor("query_index", "INT32", (-1,))
 FRAME_SIZE = Tensor("frame_size", "INT32", (2,))  # (height, width) of the decoded frame
 RESULTS = (NUM_INSTANCES, SCORES, CLASSES, BOXES, MASKS_RLE, QUERY_INDEX, FRAME_SIZE)
+
+# One encoded video segment (a container in memory) and how many leading frames it only decodes.
+SEGMENT = Tensor("segment", "UINT8", (-1,))
+SKIP = Tensor("skip", "INT32", (1,))
+DECODER = Tensor("decoder", "STRING", (1,))  # which decoder the step used: dali-cpu, dali-gpu, ffmpeg
+MAX_SEGMENT_BYTES = 256 * 1024 * 1024
+MAX_DECODED_FRAMES = 4 * MAX_BATCH  # answered frames plus lead-in of one segment
+NON_BATCHING = (PREPROCESS_VIDEO, VIDEO_ENSEMBLE)
+
+
+def per_frame(t: Tensor) -> Tensor:
+    """``t`` with the frame axis made explicit, for the non-batching video models."""
+    return Tensor(t.name, t.dtype, (-1, *t.dims))
 
 
 def preprocess_outputs(spec: ModelSpec) -> tuple[Tensor, Tensor, Tensor]:
@@ -106,17 +124,22 @@ def models(spec: ModelSpec) -> dict[str, ModelIO]:
                    original, resized)  # fmt: skip
     return {
         PREPROCESS: ModelIO(PREPROCESS, (FRAMES,), (images, original, resized)),
+        PREPROCESS_VIDEO: ModelIO(PREPROCESS_VIDEO, (SEGMENT, SKIP),
+                                  (*(per_frame(t) for t in (images, original, resized)), DECODER)),
         NETWORK: ModelIO(NETWORK, (images,), net),
         POSTPROCESS: ModelIO(POSTPROCESS, post_inputs, RESULTS),
         ENSEMBLE: ModelIO(ENSEMBLE, (FRAMES,), RESULTS),
-    }
+        VIDEO_ENSEMBLE: ModelIO(VIDEO_ENSEMBLE, (SEGMENT, SKIP), (*(per_frame(t) for t in RESULTS), DECODER)),
+    }  # fmt: skip
 
 
-# How the ensemble wires them: (model, {model tensor: ensemble tensor}) for inputs and outputs.
-def ensemble_steps(spec: ModelSpec) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+# How an ensemble wires them: (model, {model tensor: ensemble tensor}) for inputs and outputs.
+def ensemble_steps(spec: ModelSpec, video: bool = False) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    prepared = {"images": "_images", "original_size": "_original_size", "resized_size": "_resized_size"}
+    first = ((PREPROCESS_VIDEO, {"segment": "segment", "skip": "skip"}, {**prepared, "decoder": "decoder"})
+             if video else (PREPROCESS, {"frames": "frames"}, prepared))
     return [
-        (PREPROCESS, {"frames": "frames"},
-         {"images": "_images", "original_size": "_original_size", "resized_size": "_resized_size"}),
+        first,
         (NETWORK, {"images": "_images"}, {"scores": "_class_scores", "pred_masks": "_mask_logits"}),
         (POSTPROCESS,
          {"class_scores": "_class_scores", "mask_logits": "_mask_logits", "original_size": "_original_size",

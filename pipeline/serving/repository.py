@@ -84,16 +84,20 @@ def _floats(values: tuple[float, ...]) -> str:
     return ",".join(repr(float(v)) for v in values)
 
 
-def render_ensemble(spec: ModelSpec, name: str, network_version: int) -> str:
-    """The ensemble ``name``: preprocess -> ``sparseinst`` version ``network_version`` -> postprocess."""
+def render_ensemble(spec: ModelSpec, name: str, network_version: int, *, video: bool = False) -> str:
+    """The ensemble ``name``: preprocess -> ``sparseinst`` version ``network_version`` -> postprocess.
+
+    ``video``: the segment ensemble (no batching: one segment per request, its frames the network's batch).
+    """
     steps = []
-    for model, inputs, outputs in contract.ensemble_steps(spec):
+    for model, inputs, outputs in contract.ensemble_steps(spec, video):
         version = network_version if model == contract.NETWORK else -1
         maps = "".join(f'      input_map {{ key: "{k}" value: "{v}" }}\n' for k, v in inputs.items())
         maps += "".join(f'      output_map {{ key: "{k}" value: "{v}" }}\n' for k, v in outputs.items())
         steps.append(f'    {{\n      model_name: "{model}"\n      model_version: {version}\n{maps}    }}')
-    ens = f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {contract.MAX_BATCH}\n'
-    ens += _tensor_block("input", (contract.FRAMES,)) + _tensor_block("output", contract.RESULTS)
+    io = contract.models(spec)[contract.VIDEO_ENSEMBLE if video else contract.ENSEMBLE]
+    ens = f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {0 if video else contract.MAX_BATCH}\n'
+    ens += _tensor_block("input", io.inputs) + _tensor_block("output", io.outputs)
     return ens + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
 
 
@@ -124,6 +128,17 @@ def render_configs(spec: ModelSpec, target: Target, options: RepositoryOptions |
     else:
         raise PipelineError(f"unknown target {target!r}; expected 'cpu' or 'gpu'")
 
+    # The video step is a Python-backend model in both profiles: it picks the decoder per segment
+    # (NVDEC through DALI on GPU hosts; DALI's CPU decoder or FFmpeg on CPU) and turns the frames into
+    # the network's batch, which a batching DALI-backend model cannot (one segment in, F frames out).
+    vid = head(contract.PREPROCESS_VIDEO) + 'backend: "python"\nmax_batch_size: 0\n' + body(contract.PREPROCESS_VIDEO)
+    vid += _instances("KIND_GPU" if target == "gpu" else "KIND_CPU", 1) + _parameters({
+        "device": target, "min_size": spec.min_size, "max_size": spec.max_size,
+        "input_height": spec.input_height, "input_width": spec.input_width,
+        "pixel_mean": _floats(spec.pixel_mean), "pixel_std": _floats(spec.pixel_std),
+        "max_frames": min(options.max_batch, contract.MAX_BATCH), "threads": options.cpu_threads,
+    })  # fmt: skip
+
     post = head(contract.POSTPROCESS) + 'backend: "python"\n' + batch + body(contract.POSTPROCESS)
     post += _instances("KIND_CPU", options.postprocess_instances) + _parameters({
         "score_threshold": options.score_threshold, "mask_threshold": options.mask_threshold,
@@ -131,7 +146,9 @@ def render_configs(spec: ModelSpec, target: Target, options: RepositoryOptions |
     })  # fmt: skip
 
     ens = render_ensemble(spec, contract.ENSEMBLE, FIRST_VERSION)
-    return {contract.PREPROCESS: pre, contract.NETWORK: net, contract.POSTPROCESS: post, contract.ENSEMBLE: ens}
+    video = render_ensemble(spec, contract.VIDEO_ENSEMBLE, FIRST_VERSION, video=True)
+    return {contract.PREPROCESS: pre, contract.PREPROCESS_VIDEO: vid, contract.NETWORK: net,
+            contract.POSTPROCESS: post, contract.ENSEMBLE: ens, contract.VIDEO_ENSEMBLE: video}  # fmt: skip
 
 
 # The Python-backend models of a repository are one-line re-exports of the package's implementations,
@@ -139,10 +156,14 @@ def render_configs(spec: ModelSpec, target: Target, options: RepositoryOptions |
 PYTHON_MODELS: dict[Target, dict[str, str]] = {
     "cpu": {
         contract.PREPROCESS: "pipeline.serving.backends.preprocess",
+        contract.PREPROCESS_VIDEO: "pipeline.serving.backends.preprocess_video",
         contract.NETWORK: "pipeline.serving.backends.network",
         contract.POSTPROCESS: "pipeline.serving.backends.postprocess",
     },
-    "gpu": {contract.POSTPROCESS: "pipeline.serving.backends.postprocess"},
+    "gpu": {
+        contract.PREPROCESS_VIDEO: "pipeline.serving.backends.preprocess_video",
+        contract.POSTPROCESS: "pipeline.serving.backends.postprocess",
+    },
 }
 
 
@@ -215,7 +236,7 @@ def build_repository(
 
     spec, model = spec_for_checkpoint(weights, arch)
     if out.exists():
-        for name in (contract.PREPROCESS, contract.NETWORK, contract.POSTPROCESS, contract.ENSEMBLE):
+        for name in render_configs(spec, target, options):
             shutil.rmtree(out / name, ignore_errors=True)
     write_repository(out, spec, target, options)
     onnx_path = out / contract.NETWORK / "1" / "model.onnx"
