@@ -2,16 +2,17 @@
 
 Three sources share one resize-normalise-pad definition (:func:`fit_to_input`): JPEG frames,
 encoded video segments (DALI's video decoder; NVDEC on GPU hosts) and frames decoded outside
-DALI (FFmpeg, for the codecs DALI's CPU decoder refuses). For JPEG: decode to RGB, resize keeping the aspect ratio (short side ``min_size``, long side at most
-``max_size``, linear with antialiasing like the reference PIL resize; frames whose official size
-would not fit the network's fixed input, such as portrait ones, are shrunk to fit), normalise,
+DALI (FFmpeg, for the codecs DALI's CPU decoder refuses). For JPEG: decode to RGB, resize
+keeping the aspect ratio (short side ``min_size``, long side at most ``max_size``, linear with
+antialiasing like the reference PIL resize; frames whose official size would not fit the
+network's fixed input, such as portrait ones, are shrunk to fit), normalise,
 lay out CHW and zero-pad bottom/right to the network's fixed input size. It also emits the
 decoded frame size and the resized size, which the postprocess needs to map masks back to the
 frame. A frame already at its target size (the usual camera frame) skips the resize by a DALI
 conditional: resampling it would copy it unchanged at more cost than everything else together.
 Normalising, the CHW layout and the padding are one operator (a crop past the border, zero-filled).
 
-``device="gpu"`` decodes with nvJPEG (``mixed``) and runs the rest on the GPU; such a pipeline
+``device="gpu"`` decodes with nvJPEG or NVDEC (``mixed``) and runs the rest on the GPU; such a pipeline
 can only be built, and therefore serialized, on a machine with CUDA. ``device="cpu"`` uses
 DALI's CPU operators and runs anywhere. This module imports nothing but DALI so that it can be
 copied into a model repository and loaded by Triton's DALI backend (``@autoserialize``).

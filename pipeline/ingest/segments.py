@@ -152,7 +152,8 @@ class Segmenter:
 
     def _full(self, nxt: _Packet) -> bool:
         """An intra-only group has reached a length limit."""
-        return len(self._group) >= self.max_frames or (nxt.pts - self._group[0].pts) * self.time_base >= self.max_seconds
+        span = (nxt.pts - self._group[0].pts) * self.time_base
+        return len(self._group) >= self.max_frames or span >= self.max_seconds
 
     def flush(self) -> list[Segment]:
         """Close the group in progress (end of file, stream lost)."""

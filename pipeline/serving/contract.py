@@ -136,8 +136,11 @@ def models(spec: ModelSpec) -> dict[str, ModelIO]:
 # How an ensemble wires them: (model, {model tensor: ensemble tensor}) for inputs and outputs.
 def ensemble_steps(spec: ModelSpec, video: bool = False) -> list[tuple[str, dict[str, str], dict[str, str]]]:
     prepared = {"images": "_images", "original_size": "_original_size", "resized_size": "_resized_size"}
-    first = ((PREPROCESS_VIDEO, {"segment": "segment", "skip": "skip"}, {**prepared, "decoder": "decoder"})
-             if video else (PREPROCESS, {"frames": "frames"}, prepared))
+    first = (
+        (PREPROCESS_VIDEO, {"segment": "segment", "skip": "skip"}, {**prepared, "decoder": "decoder"})
+        if video
+        else (PREPROCESS, {"frames": "frames"}, prepared)
+    )
     return [
         first,
         (NETWORK, {"images": "_images"}, {"scores": "_class_scores", "pred_masks": "_mask_logits"}),
