@@ -1,7 +1,8 @@
-"""Async gRPC client of the ``sparseinst_pipeline`` ensemble.
+"""Async gRPC client of the ``sparseinst_pipeline`` and ``sparseinst_video`` ensembles.
 
-One request carries a batch of JPEG frames (from any cameras); the answer is decoded into one
-:class:`pipeline.messages.FrameDetections` per frame. Unavailability (a server restarting, a
+One image request carries a batch of JPEG frames (from any cameras), one video request an encoded
+segment of one camera; the answer is decoded into one :class:`pipeline.messages.FrameDetections`
+per frame. Unavailability (a server restarting, a
 connection refused) is retried with exponential backoff; bad requests are not retried;
 every request has a deadline.
 """
@@ -59,6 +60,25 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class FrameId:
+    """What identifies a frame of a segment (the segment carries the pixels)."""
+
+    camera_id: str
+    frame_index: int
+    capture_time: float
+    vehicle_id: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoSegment:
+    """One camera's encoded segment (``pipeline.ingest.segments``) and the identity of the frames it answers for."""
+
+    data: bytes
+    skip: int  # leading frames to decode but not answer for
+    frames: tuple[FrameId, ...]
+
+
+@dataclass(frozen=True)
 class FrameFailure:
     """A frame the server refused, and why (returned by :meth:`SegmentationClient.infer_isolating`)."""
 
@@ -77,7 +97,7 @@ def pack_frames(jpegs: Sequence[bytes]) -> np.ndarray:
     return out
 
 
-def decode_results(outputs: dict[str, np.ndarray], frames: Sequence[Frame], model_name: str,
+def decode_results(outputs: dict[str, np.ndarray], frames: Sequence[Frame | FrameId], model_name: str,
                    model_version: str) -> list[FrameDetections]:  # fmt: skip
     """The ensemble's padded output arrays -> one :class:`FrameDetections` per frame.
 
@@ -92,7 +112,7 @@ def decode_results(outputs: dict[str, np.ndarray], frames: Sequence[Frame], mode
                              f"{detail}") from None  # fmt: skip
 
 
-def _decode(outputs: dict[str, np.ndarray], frames: Sequence[Frame], model_name: str,
+def _decode(outputs: dict[str, np.ndarray], frames: Sequence[Frame | FrameId], model_name: str,
             model_version: str) -> list[FrameDetections]:  # fmt: skip
     result = []
     for i, frame in enumerate(frames):
@@ -173,11 +193,40 @@ class SegmentationClient:
         inp = self._grpc.InferInput(contract.FRAMES.name, list(batch.shape), contract.FRAMES.wire_dtype)
         inp.set_data_from_numpy(batch)
         outputs = [self._grpc.InferRequestedOutput(t.name) for t in contract.RESULTS]
-        result = await self._call(inp, outputs)
+        result = await self._call([inp], outputs)
         response = result.get_response()
         arrays = {t.name: result.as_numpy(t.name) for t in contract.RESULTS}
         version = await self.network_version() or response.model_version
         return decode_results(arrays, frames, response.model_name, version)
+
+    async def infer_segment(self, segment: VideoSegment) -> tuple[list[FrameDetections], str]:
+        """Segment every frame of one encoded segment (``model_name`` is a video ensemble).
+
+        Returns one :class:`FrameDetections` per frame of ``segment.frames`` and the decoder the
+        server used. A segment the server refuses raises :class:`InvalidRequestError`; an answer with
+        another number of frames raises :class:`BadAnswerError`.
+        """
+        if not segment.data or not segment.frames:
+            raise InvalidRequestError("empty segment: a request needs encoded bytes and at least one frame")
+        if len(segment.frames) > contract.MAX_BATCH:
+            raise InvalidRequestError(f"segment of {len(segment.frames)} frames exceeds the limit of "
+                                      f"{contract.MAX_BATCH}")  # fmt: skip
+        data = self._grpc.InferInput(contract.SEGMENT.name, [len(segment.data)], contract.SEGMENT.wire_dtype)
+        data.set_data_from_numpy(np.frombuffer(segment.data, dtype=np.uint8))
+        skip = self._grpc.InferInput(contract.SKIP.name, [1], contract.SKIP.wire_dtype)
+        skip.set_data_from_numpy(np.array([segment.skip], dtype=np.int32))
+        names = [t.name for t in (*contract.RESULTS, contract.DECODER)]
+        result = await self._call([data, skip], [self._grpc.InferRequestedOutput(n) for n in names])
+        response = result.get_response()
+        arrays = {n: result.as_numpy(n) for n in names}
+        answered = arrays["num_instances"].shape[0] if arrays["num_instances"] is not None else 0
+        if answered != len(segment.frames):
+            raise BadAnswerError(f"{response.model_name} answered {answered} frames for a segment of "
+                                 f"{len(segment.frames)}")  # fmt: skip
+        decoder = arrays.pop(contract.DECODER.name).reshape(-1)[0]
+        decoder = decoder.decode() if isinstance(decoder, bytes) else str(decoder)
+        version = await self.network_version() or response.model_version
+        return decode_results(arrays, segment.frames, response.model_name, version), decoder
 
     async def network_version(self) -> str | None:
         """The ``sparseinst`` version the ensemble pins (read once from the server); None if it pins none."""
@@ -205,14 +254,14 @@ class SegmentationClient:
             out.extend(await self.infer_isolating([f]))
         return out
 
-    async def _call(self, inp: object, outputs: list) -> object:
+    async def _call(self, inputs: list, outputs: list) -> object:
         from tritonclient.utils import InferenceServerException
 
         cfg = self.config
         delay = cfg.backoff_s
         for attempt in range(cfg.retries + 1):
             try:
-                return await self._client.infer(cfg.model_name, [inp], model_version=cfg.model_version,
+                return await self._client.infer(cfg.model_name, inputs, model_version=cfg.model_version,
                                                 outputs=outputs, client_timeout=cfg.timeout_s)  # fmt: skip
             except InferenceServerException as exc:
                 status = str(exc.status())

@@ -85,6 +85,13 @@ MAX_DECODED_FRAMES = 4 * MAX_BATCH  # answered frames plus lead-in of one segmen
 NON_BATCHING = (PREPROCESS_VIDEO, VIDEO_ENSEMBLE)
 
 
+def video_ensemble(image_ensemble: str) -> str:
+    """The segment ensemble pinned to the same network version as ``image_ensemble`` (its ``_v<N>`` kept)."""
+    if not image_ensemble.startswith(ENSEMBLE):
+        raise ValueError(f"{image_ensemble!r} is not an image ensemble of this repository ({ENSEMBLE}[_v<N>])")
+    return VIDEO_ENSEMBLE + image_ensemble[len(ENSEMBLE) :]
+
+
 def per_frame(t: Tensor) -> Tensor:
     """``t`` with the frame axis made explicit, for the non-batching video models."""
     return Tensor(t.name, t.dtype, (-1, *t.dims))

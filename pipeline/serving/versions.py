@@ -1,7 +1,8 @@
 """Versions of the network in one repository: stage a candidate, load it beside live, or refuse it.
 
-A candidate becomes ``sparseinst/<N>`` (the next free number) and gets its own ensemble
-``sparseinst_pipeline_v<N>`` pinned to it. Loading it never touches what live traffic uses:
+A candidate becomes ``sparseinst/<N>`` (the next free number) and gets its own ensembles
+``sparseinst_pipeline_v<N>`` (and ``sparseinst_video_v<N>`` where the repository serves video)
+pinned to it. Loading it never touches what live traffic uses:
 the network is reloaded with the new version folder (Triton keeps the loaded versions serving;
 ``tests/test_rollout.py`` checks that a live ensemble answers throughout), then the new ensemble is
 loaded. A candidate that fails anywhere (wrong tensors, a file ONNX Runtime cannot read, a
@@ -141,11 +142,18 @@ def stage_candidate(repository: Path, *, weights: Path | None = None, onnx: Path
     if module:
         shutil.copy2(repository / contract.NETWORK / str(FIRST_VERSION) / "model.py", folder / "model.py")
     name = ensemble_name(version)
-    ens = repository / name
-    (ens / "1").mkdir(parents=True, exist_ok=True)
-    (ens / "config.pbtxt").write_text(render_ensemble(spec, name, version))
-    log.info("staged %s version %d in %s with ensemble %s", contract.NETWORK, version, repository, name)
-    return StagedVersion(version, name, (folder, ens))
+    ensembles = [(name, False)]
+    if (repository / contract.VIDEO_ENSEMBLE).is_dir():  # repositories rendered before video have no segment path
+        ensembles.append((contract.video_ensemble(name), True))
+    folders = [folder]
+    for ens_name, video in ensembles:
+        ens = repository / ens_name
+        (ens / "1").mkdir(parents=True, exist_ok=True)
+        (ens / "config.pbtxt").write_text(render_ensemble(spec, ens_name, version, video=video))
+        folders.append(ens)
+    log.info("staged %s version %d in %s with ensembles %s", contract.NETWORK, version, repository,
+             ", ".join(n for n, _ in ensembles))  # fmt: skip
+    return StagedVersion(version, name, tuple(folders))
 
 
 def _export(weights: Path, arch: str | None, spec: contract.ModelSpec, out: Path) -> Path:
@@ -171,9 +179,10 @@ def load_candidate(http_url: str, repository: Path, staged: StagedVersion, live_
     client = httpclient.InferenceServerClient(http_url)
     try:
         client.load_model(contract.NETWORK, headers=headers)
-        client.load_model(staged.ensemble, headers=headers)
-        if not client.is_model_ready(staged.ensemble):
-            raise CandidateError(f"{staged.ensemble} loaded but is not ready")
+        for ens in staged.folders[1:]:  # the image ensemble, then the segment ensemble where there is one
+            client.load_model(ens.name, headers=headers)
+            if not client.is_model_ready(ens.name):
+                raise CandidateError(f"{ens.name} loaded but is not ready")
     except (InferenceServerException, CandidateError) as exc:
         reason = _first_line(exc.message() if isinstance(exc, InferenceServerException) else str(exc))
         for folder in staged.folders:
