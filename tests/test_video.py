@@ -195,3 +195,20 @@ def test_a_corrupt_segment_is_refused_with_a_reason_and_the_server_goes_on(trito
         with pytest.raises(InvalidRequestError, match="segment"):
             asyncio.run(ask(bad))
     assert len(asyncio.run(ask(segment.data))) == segment.frames
+
+
+@pytest.mark.slow
+def test_bench_ingest_reports_both_paths_on_a_1080p_clip(tmp_path):
+    import json
+
+    from pipeline.cli import main
+
+    out = tmp_path / "ingest.json"
+    assert main(["bench", "ingest", "--clip", str(tmp_path / "clip.mp4"), "--seconds", "10", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    size = (figures["ingest_frame_width"], figures["ingest_frame_height"], figures["ingest_frames"])
+    assert size == (1920, 1080, 300)
+    for key in ("ingest_cpu_ms_per_frame", "ingest_bytes_per_frame"):
+        assert set(figures[key]) == {"decode_reencode", "segments"} and min(figures[key].values()) > 0
+    ratio = figures["ingest_cpu_ms_per_frame"]["decode_reencode"] / figures["ingest_cpu_ms_per_frame"]["segments"]
+    assert figures["ingest_cpu_ratio"] == pytest.approx(ratio, rel=0.01)

@@ -47,6 +47,13 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_ingest(args: argparse.Namespace) -> int:
+    from pipeline.bench.ingest import bench_ingest
+
+    bench_ingest(clip=args.clip, source=args.source, seconds=args.seconds, json_path=args.json)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, archs: list[str]) -> None:
     bench = sub.add_parser("bench", help="benchmarks that print measured figures")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
@@ -81,6 +88,13 @@ def register(sub: argparse._SubParsersAction, archs: list[str]) -> None:
     bp.add_argument("--paced-seconds", type=float, default=12.0, help="length of each paced run (50/75/90%%)")
     bp.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
     bp.set_defaults(func=cmd_bench_pipeline)
+    bi = bsub.add_parser("ingest", help="ingest CPU and bytes per 1080p H.264 frame: decode + JPEG re-encode vs "
+                                        "demuxed segments, same clip, same run")  # fmt: skip
+    bi.add_argument("--source", type=Path, help="video to make the 1920x1080 clip from (default: the simulator)")
+    bi.add_argument("--clip", type=Path, help="where the made clip is kept and reused (default: under runs/)")
+    bi.add_argument("--seconds", type=float, default=12.0, help="length of the made clip (at least 10 s)")
+    bi.add_argument("--json", type=Path, help="write the figures as a JSON object")
+    bi.set_defaults(func=cmd_bench_ingest)
     ba = bsub.add_parser("all", help="model, serving, consumer and pipeline in one run, figures merged, each "
                                      "next to its same-run baseline (about 10 minutes on 2 cores)")  # fmt: skip
     ba.add_argument("--arch", choices=archs, default="r50_giam", help="architecture of the model benchmark")
