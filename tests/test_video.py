@@ -212,3 +212,59 @@ def test_bench_ingest_reports_both_paths_on_a_1080p_clip(tmp_path):
         assert set(figures[key]) == {"decode_reencode", "segments"} and min(figures[key].values()) > 0
     ratio = figures["ingest_cpu_ms_per_frame"]["decode_reencode"] / figures["ingest_cpu_ms_per_frame"]["segments"]
     assert figures["ingest_cpu_ratio"] == pytest.approx(ratio, rel=0.01)
+
+
+# ---------------------------------------------------------------------------------------------- through ingest
+
+
+def clip_head(src: Path, dst: Path, frames: int) -> Path:
+    """The first ``frames`` packets of ``src`` remuxed into ``dst`` (streams without B-frames: the first frames)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for i, packet in enumerate(inp.demux(inp.streams.video[0])):
+            if i >= frames or packet.size == 0:
+                break
+            packet.stream = stream
+            out.mux(packet)
+    return dst
+
+
+@pytest.mark.slow
+def test_video_cameras_stream_as_segments_and_every_frame_is_published_once(kafka, triton, tmp_path):
+    from pipeline.archive import read_archive
+    from pipeline.ingest.runner import IngestRunner
+    from pipeline.ingest.sources import VideoSource
+    from pipeline.messages import FrameDetections
+    from pipeline.publish import DetectionPublisher
+    from tests.streams import new_topics, read_topic
+
+    lengths = {"cam-h264": 45, "cam-vp9": 40}
+    cameras = [VideoSource("cam-h264", str(clip_head(H264, tmp_path / "h264.mp4", 45)), vehicle_id="v1"),
+               VideoSource("cam-vp9", str(clip_head(VP9, tmp_path / "vp9.webm", 40)), vehicle_id="v1",
+                           max_segment_frames=16)]  # fmt: skip
+    topics = new_topics(kafka.bootstrap)
+    publisher = DetectionPublisher(kafka.bootstrap, topics.detections)
+    runner = IngestRunner(cameras, ClientConfig(url=triton.grpc_url, timeout_s=120), publisher, max_batch=8,
+                          archive_every=1, topics=topics)  # fmt: skip
+    stats = runner.run()
+    publisher.close()
+    assert dict(stats.frames_read) == dict(stats.published) == lengths
+    assert not any(stats.dropped.values()) and stats.summary()["frames_unaccounted"] == 0
+    assert {c: dict(d) for c, d in runner.decoders.items()} == {"cam-h264": {"ffmpeg": 2}, "cam-vp9": {"dali-cpu": 3}}
+    assert [c.describe()["transport"] for c in cameras] == ["segments", "segments"]
+
+    messages = read_topic(kafka.bootstrap, topics.detections, FrameDetections)
+    for camera, n in lengths.items():
+        mine = [m for m in messages if m.camera_id == camera]
+        frames, ends = [m for m in mine if not m.end_of_stream], [m for m in mine if m.end_of_stream]
+        assert [m.frame_index for m in frames] == list(range(n))
+        assert [m.capture_time for m in frames] == pytest.approx([i / 25 for i in range(n)], abs=1e-6)
+        assert all(m.model_name == contract.VIDEO_ENSEMBLE and m.vehicle_id == "v1" for m in frames)
+        assert len({m.stream_epoch for m in mine}) == 1 and [e.frame_index for e in ends] == [n]
+        assert (frames[0].width, frames[0].height) == (960, 540) and any(m.instances for m in frames)
+
+    archived = [a for a in read_archive(kafka.bootstrap, topics.archive) if not a.end_of_stream]
+    assert {c: sum(a.frames for a in archived if a.camera_id == c) for c in lengths} == lengths
+    assert all(a.segment is not None and a.jpeg == b"" for a in archived)
+    first = next(a for a in archived if a.camera_id == "cam-h264")
+    assert len(decode_segment(first.segment)) == first.frames == 30  # archived segments decode on their own

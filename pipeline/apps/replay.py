@@ -1,7 +1,8 @@
 """``sparseinst-pipeline replay``: archived frames through a chosen model version, into separate topics.
 
-Frames come from the frame archive (a time range, optionally some cameras) with their original
-identity (camera, stream epoch, frame index), so the events derived from them get the same ids
+Frames come from the frame archive (a time range, optionally some cameras; video cameras' segments
+go to the segment ensemble of the same version, which decodes them) with their original identity
+(camera, stream epoch, frame index), so the events derived from them get the same ids
 as the live ones whenever the model answers the same: a replay with the live version reproduces
 the live events, a replay with a candidate shows what it would change. Detections go to
 ``<detections>.<tag>`` and events to ``<events>.<tag>``; a diff against the live events (or any
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from consumers.camera import CameraStep
 from consumers.rules import RulesFile
 from pipeline.archive import ArchivedFrame
+from pipeline.errors import InvalidRequestError
 from pipeline.event_diff import EventDiff, diff_events, write_diff_report
 from pipeline.ingest.refusals import RefusedFrames
 from pipeline.kafka.connection import KafkaConnection
@@ -28,7 +30,8 @@ from pipeline.kafka.scan import scan
 from pipeline.kafka.topics import Topics
 from pipeline.messages import Event, FrameDetections
 from pipeline.publish import DetectionPublisher
-from pipeline.serving.client import ClientConfig, Frame, FrameFailure, SegmentationClient
+from pipeline.serving.client import ClientConfig, Frame, FrameFailure, FrameId, SegmentationClient, VideoSegment
+from pipeline.serving.contract import video_ensemble
 from pipeline.serving.versions import ensemble_name
 
 log = logging.getLogger(__name__)
@@ -54,32 +57,45 @@ def _batches(frames: Iterable[ArchivedFrame], size: int) -> Iterator[list[Archiv
         yield batch
 
 
+async def _segment(client: SegmentationClient, f: ArchivedFrame) -> list[FrameDetections | FrameFailure]:
+    """An archived segment's frames, one answer each (all refused when the server refuses the segment)."""
+    assert f.segment is not None
+    ids = tuple(FrameId(f.camera_id, f.frame_index + i, t, f.vehicle_id) for i, t in enumerate(f.segment.times))
+    try:
+        return list((await client.infer_segment(VideoSegment(f.segment.data, f.segment.skip, ids)))[0])
+    except InvalidRequestError as exc:
+        return [FrameFailure(i, f"segment refused: {exc}") for i in ids]  # type: ignore[arg-type]
+
+
 async def _infer(client_config: ClientConfig, frames: Iterable[ArchivedFrame], max_batch: int, result: ReplayResult,
                  progress: tqdm) -> None:  # fmt: skip
     refusals = RefusedFrames()
-    async with SegmentationClient(client_config) as client:
+    video_config = client_config.model_copy(update={"model_name": video_ensemble(client_config.model_name)})
+    async with SegmentationClient(client_config) as client, SegmentationClient(video_config) as video:
         for batch in _batches(frames, max_batch):
-            images = [f for f in batch if not f.end_of_stream]
+            images = [f for f in batch if not f.end_of_stream and f.segment is None]
             answers = await client.infer_isolating(
                 [Frame(f.jpeg, f.camera_id, f.frame_index, f.capture_time, f.vehicle_id) for f in images]
             ) if images else []  # fmt: skip
-            by_id = {id(f): a for f, a in zip(images, answers)}
+            by_id: dict[int, list] = {id(f): [a] for f, a in zip(images, answers)}
+            for f in batch:
+                if f.segment is not None:
+                    by_id[id(f)] = await _segment(video, f)
             for f in batch:
                 if f.end_of_stream:
-                    det = FrameDetections.end_marker(f.camera_id, f.vehicle_id, f.stream_epoch, f.frame_index,
-                                                     f.capture_time)  # fmt: skip
-                else:
-                    answer = by_id[id(f)]
+                    result.detections.append(FrameDetections.end_marker(f.camera_id, f.vehicle_id, f.stream_epoch,
+                                                                        f.frame_index, f.capture_time))  # fmt: skip
+                    continue
+                for i, answer in enumerate(by_id[id(f)]):
                     if isinstance(answer, FrameFailure):
                         result.refused += 1
                         refusals.refused(f.camera_id)
-                        log.warning("archived frame %s/%d refused: %s", f.camera_id, f.frame_index, answer.reason)
+                        log.warning("archived frame %s/%d refused: %s", f.camera_id, f.frame_index + i, answer.reason)
                         continue
-                    det = answer
-                    det.stream_epoch = f.stream_epoch
-                    refusals.report_in(det, already=f.decode_errors)
-                result.detections.append(det)
-            progress.update(len(batch))
+                    answer.stream_epoch = f.stream_epoch
+                    refusals.report_in(answer, already=f.decode_errors if i == 0 else 0)
+                    result.detections.append(answer)
+            progress.update(sum(max(f.frames, 1) for f in batch))
 
 
 def derive_events(detections: list[FrameDetections], rules: RulesFile) -> list[Event]:

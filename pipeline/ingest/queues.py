@@ -1,7 +1,8 @@
 """Per-camera bounded queues and fair batching across cameras.
 
-Each camera may have at most ``budget`` frames waiting. A live camera that falls behind loses
-its *oldest* waiting frame (the freshest picture matters most), counted per camera; a file or
+Each camera may have at most ``budget`` items waiting (a JPEG frame, or a video camera's whole
+segment). A live camera that falls behind loses its *oldest* waiting item (the freshest picture
+matters most), counted per camera in frames; a file or
 simulator source is slowed down instead (``put`` blocks), so nothing is dropped. Batches take
 the oldest frame of each camera in turn, so one busy camera cannot starve the others.
 """
@@ -13,23 +14,23 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 
-from pipeline.ingest.sources import CapturedFrame
+from pipeline.ingest.sources import Captured
 
 
 class CameraQueues:
-    def __init__(self, budget: int = 4, on_drop: Callable[[str], None] | None = None) -> None:
+    def __init__(self, budget: int = 4, on_drop: Callable[[str, int], None] | None = None) -> None:
         if budget < 1:
-            raise ValueError("budget must be at least 1 frame per camera")
+            raise ValueError("budget must be at least 1 item per camera")
         self.budget = budget
-        self._queues: dict[str, deque[CapturedFrame]] = {}
+        self._queues: dict[str, deque[Captured]] = {}
         self._order: list[str] = []  # round-robin order of cameras
         self._next = 0
         self._cv = threading.Condition()
         self.dropped: Counter[str] = Counter()  # camera -> frames dropped because it fell behind
-        self.on_drop = on_drop  # told the camera of every such frame, as it is dropped
+        self.on_drop = on_drop  # told the camera and frame count of every such item, as it is dropped
         self.closed = False
 
-    def put(self, frame: CapturedFrame, *, drop_oldest: bool) -> bool:
+    def put(self, frame: Captured, *, drop_oldest: bool) -> bool:
         """Queue ``frame``; False if the queues were closed before it found room."""
         with self._cv:
             if self.closed:
@@ -40,10 +41,10 @@ class CameraQueues:
                 self._order.append(frame.camera_id)
             while len(q) >= self.budget:
                 if drop_oldest:
-                    q.popleft()
-                    self.dropped[frame.camera_id] += 1
+                    lost = q.popleft()
+                    self.dropped[frame.camera_id] += lost.frames
                     if self.on_drop is not None:
-                        self.on_drop(frame.camera_id)
+                        self.on_drop(frame.camera_id, lost.frames)
                 else:
                     self._cv.wait(0.1)
                     if self.closed:
@@ -53,19 +54,21 @@ class CameraQueues:
             self._cv.notify_all()
             return True
 
-    def take_batch(self, max_batch: int, timeout_s: float = 0.05) -> list[CapturedFrame]:
-        """Up to ``max_batch`` frames, one camera at a time in turn; waits up to ``timeout_s`` for the first."""
+    def take_batch(self, max_batch: int, timeout_s: float = 0.05) -> list[Captured]:
+        """Items of up to ``max_batch`` frames (or one segment past it), one camera at a time in turn; waits up to
+        ``timeout_s`` for the first."""
         with self._cv:
             if not any(self._queues.values()):
                 self._cv.wait(timeout_s)
-            batch: list[CapturedFrame] = []
-            n = len(self._order)
-            while len(batch) < max_batch and any(self._queues.values()):
+            batch: list[Captured] = []
+            n, frames = len(self._order), 0
+            while frames < max_batch and any(self._queues.values()):  # a segment counts its frames
                 cam = self._order[self._next % n]
                 self._next = (self._next + 1) % n
                 q = self._queues[cam]
                 if q:
                     batch.append(q.popleft())
+                    frames += batch[-1].frames
             if batch:
                 self._cv.notify_all()
             return batch
@@ -74,7 +77,7 @@ class CameraQueues:
         with self._cv:
             return sum(len(q) for q in self._queues.values())
 
-    def drain(self) -> list[CapturedFrame]:
+    def drain(self) -> list[Captured]:
         """Remove and return every waiting frame."""
         with self._cv:
             left = [f for q in self._queues.values() for f in q]

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pipeline.ingest.sources import CapturedFrame
+from pipeline.ingest.sources import Captured, CapturedFrame, CapturedSegment
 from pipeline.messages import FrameDetections, ShadowResult
 from pipeline.publish import DetectionPublisher
 from pipeline.serving.client import FrameFailure
+from pipeline.serving.contract import video_ensemble
 
 
 class Route(Protocol):
@@ -46,20 +47,46 @@ class Router(Protocol):
 
 @dataclass
 class Planned:
-    """One request of a batch: frames for one ensemble, and which of them the candidate also sees (shadow)."""
+    """One request of a batch: frames for one ensemble, and which of them the candidate also sees (shadow).
+
+    A segment's request names the image ensemble of its version (``ensemble``); it is sent to the
+    segment ensemble pinned to the same version (:attr:`target`). Its ``frames`` are the segment's.
+    """
 
     frames: list[CapturedFrame]
     ensemble: str
     route: Route | None = None
     candidate: bool = False  # canary frames served by the candidate (live answers them if it fails)
     shadow: list[CapturedFrame] = field(default_factory=list)
+    segment: CapturedSegment | None = None
+
+    @property
+    def target(self) -> str:
+        return self.ensemble if self.segment is None else video_ensemble(self.ensemble)
 
 
-def plan(batch: list[CapturedFrame], route: Route | None, default_ensemble: str) -> list[Planned]:
+def plan(batch: list[Captured], route: Route | None, default_ensemble: str) -> list[Planned]:
     """Split ``batch`` by version: canary cameras to the candidate, the rest to live with their shadow frames.
 
-    Every frame of ``batch`` is in exactly one request (a shadow frame is live's, sent again for judging).
+    Every frame of ``batch`` is in exactly one request (a shadow frame is live's, sent again for judging);
+    JPEG frames share requests, each segment is a request of its own and is shadowed as a whole.
     """
+    frames = [f for f in batch if isinstance(f, CapturedFrame)]
+    out = _plan_frames(frames, route, default_ensemble) if frames else []
+    for s in batch:
+        if isinstance(s, CapturedSegment):
+            refs = s.frame_refs()
+            if route is None:
+                out.append(Planned(refs, default_ensemble, segment=s))
+            elif route.candidate_ensemble and route.serves_candidate(s.camera_id):
+                out.append(Planned(refs, route.candidate_ensemble, route, candidate=True, segment=s))
+            else:
+                shadowed = bool(route.candidate_ensemble) and route.shadows(s.camera_id, s.frame_index)
+                out.append(Planned(refs, route.live_ensemble, route, shadow=refs if shadowed else [], segment=s))
+    return out
+
+
+def _plan_frames(batch: list[CapturedFrame], route: Route | None, default_ensemble: str) -> list[Planned]:
     if route is None:
         return [Planned(batch, default_ensemble)]
     candidate = route.candidate_ensemble

@@ -32,16 +32,17 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.archive import FrameArchive
-from pipeline.errors import BadAnswerError, InferenceError
+from pipeline.errors import BadAnswerError, InferenceError, InvalidRequestError
 from pipeline.ingest.pacing import Pacer
 from pipeline.ingest.queues import CameraQueues
 from pipeline.ingest.refusals import RefusedFrames
 from pipeline.ingest.routing import Planned, Router, ShadowReports, plan
-from pipeline.ingest.sources import CapturedFrame, Source, SourceState
+from pipeline.ingest.sources import Captured, CapturedFrame, CapturedSegment, Source, SourceState
 from pipeline.kafka.topics import Topics
 from pipeline.messages import DeadLetter, FrameDetections
 from pipeline.publish import DetectionPublisher
-from pipeline.serving.client import ClientConfig, Frame, FrameFailure, SegmentationClient
+from pipeline.serving.client import ClientConfig, Frame, FrameFailure, FrameId, SegmentationClient, VideoSegment
+from pipeline.serving.contract import video_ensemble
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,9 @@ class IngestStats:
     finished: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def read(self, camera: str) -> None:
+    def read(self, camera: str, n: int = 1) -> None:
         with self.lock:
-            self.frames_read[camera] += 1
+            self.frames_read[camera] += n
 
     def drop(self, camera: str, reason: str, n: int = 1) -> None:
         with self.lock:
@@ -141,7 +142,7 @@ class IngestRunner:
     ) -> None:
         self.sources, self.client_config, self.publisher = sources, client, publisher
         self.max_batch, self.in_flight, self.speed = max_batch, in_flight, speed
-        self.queues = CameraQueues(budget, on_drop=lambda camera: self.stats.drop(camera, "behind"))
+        self.queues = CameraQueues(budget, on_drop=lambda camera, n: self.stats.drop(camera, "behind", n))
         self.stats = IngestStats()
         self.on_published = on_published
         topics = topics or Topics()
@@ -153,6 +154,8 @@ class IngestRunner:
         self._readers: list[threading.Thread] = []
         self._refused = RefusedFrames()
         self.epochs: dict[str, int] = {}  # first camera of a source -> stream epoch of this run
+        self._ends: dict[str, tuple[int, int, float]] = {}  # camera -> (epoch, next frame index, its time)
+        self.decoders: dict[str, Counter[str]] = {}  # camera -> decoder the server used -> segments
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------------------ readers
@@ -163,15 +166,17 @@ class IngestRunner:
         epoch = time.time_ns() // 1_000_000
         self.epochs[source.camera_ids[0]] = epoch
         try:
-            for frame in source.frames():
+            for item in source.frames():
                 if self._stop.is_set():
                     break
                 if pacer is not None:
-                    pacer.wait(frame.capture_time, self._stop)
-                frame.stream_epoch = epoch
-                self.stats.read(frame.camera_id)
-                if not self.queues.put(frame, drop_oldest=source.realtime):
-                    self.stats.drop(frame.camera_id, "shutdown")  # read while the runner was stopping
+                    pacer.wait(item.ready_time, self._stop)
+                item.stream_epoch = item.stream_epoch or epoch  # a stream source stamps each connection itself
+                step = 1.0 / source.nominal_fps if source.nominal_fps > 0 else 0.0
+                self._ends[item.camera_id] = (item.stream_epoch, item.frame_index + item.frames, item.ready_time + step)
+                self.stats.read(item.camera_id, item.frames)
+                if not self.queues.put(item, drop_oldest=source.realtime):
+                    self.stats.drop(item.camera_id, "shutdown", item.frames)  # read while the runner was stopping
         except Exception:
             source.state = SourceState.FAILED
             log.exception("source %s failed", source.camera_ids)
@@ -193,8 +198,8 @@ class IngestRunner:
             asyncio.run(self._loop())
         finally:
             self.stop()
-            for frame in self.queues.drain():  # stopped early (Ctrl-C): what still waited is not lost silently
-                self.stats.drop(frame.camera_id, "shutdown")
+            for item in self.queues.drain():  # stopped early (Ctrl-C): what still waited is not lost silently
+                self.stats.drop(item.camera_id, "shutdown", item.frames)
             self.publisher.flush()  # published means acknowledged: wait for the outstanding ones
             self.stats.finished = time.monotonic()
         return self.stats
@@ -226,23 +231,39 @@ class IngestRunner:
             self._clients[ensemble] = SegmentationClient(self.client_config.model_copy(update={"model_name": ensemble}))
         return self._clients[ensemble]
 
-    async def _ask(self, ensemble: str, frames: Sequence[CapturedFrame]) -> Answer:
+    async def _ask(self, ensemble: str, frames: Sequence[CapturedFrame], segment: CapturedSegment | None = None
+                   ) -> Answer:  # fmt: skip
+        """``frames`` at the image ensemble ``ensemble``; a segment's frames at its segment ensemble."""
         started = time.perf_counter()
         try:
-            wire = [Frame(f.jpeg, f.camera_id, f.frame_index, f.capture_time, f.vehicle_id) for f in frames]
-            results = await self._client(ensemble).infer_isolating(wire)
+            if segment is None:
+                wire = [Frame(f.jpeg, f.camera_id, f.frame_index, f.capture_time, f.vehicle_id) for f in frames]
+                results: list = await self._client(ensemble).infer_isolating(wire)
+            else:
+                results = await self._ask_segment(video_ensemble(ensemble), frames, segment)
             return Answer(results, None, (time.perf_counter() - started) * 1000)
         except InferenceError as exc:
             return Answer(None, exc, (time.perf_counter() - started) * 1000)
 
-    def _send(self, batch: list[CapturedFrame]) -> list[_Request]:
+    async def _ask_segment(self, ensemble: str, frames: Sequence[CapturedFrame], captured: CapturedSegment) -> list:
+        ids = tuple(FrameId(f.camera_id, f.frame_index, f.capture_time, f.vehicle_id) for f in frames)
+        try:
+            results, decoder = await self._client(ensemble).infer_segment(
+                VideoSegment(captured.segment.data, captured.segment.skip, ids)
+            )
+        except InvalidRequestError as exc:  # the server refused the segment: every frame of it is refused
+            return [FrameFailure(i, f"segment refused: {exc}") for i in ids]  # type: ignore[arg-type]
+        self.decoders.setdefault(captured.camera_id, Counter())[decoder] += 1
+        return results
+
+    def _send(self, batch: list[Captured]) -> list[_Request]:
         """Requests for one batch: by version when a rollout runs, with the shadow request beside live."""
         route = self.rollout.current() if self.rollout is not None else None
         out = []
         for planned in plan(batch, route, self.client_config.model_name):
-            req = _Request(asyncio.create_task(self._ask(planned.ensemble, planned.frames)), planned)
+            req = _Request(asyncio.create_task(self._ask(planned.ensemble, planned.frames, planned.segment)), planned)
             if planned.shadow and route is not None and route.candidate_ensemble:
-                req.shadow = asyncio.create_task(self._ask(route.candidate_ensemble, planned.shadow))
+                req.shadow = asyncio.create_task(self._ask(route.candidate_ensemble, planned.shadow, planned.segment))
             out.append(req)
         return out
 
@@ -256,7 +277,7 @@ class IngestRunner:
             for f in p.frames:
                 self.shadow_reports.report(p.route, f, candidate_error=f"{type(error).__name__}: {error}",
                                            candidate_latency_ms=ms)  # fmt: skip
-            results, error, ms = await self._ask(p.route.live_ensemble, p.frames)
+            results, error, ms = await self._ask(p.route.live_ensemble, p.frames, p.segment)
         if error is not None:
             reason = "bad_answer" if isinstance(error, BadAnswerError) else "server_error"
             for captured in p.frames:
@@ -266,6 +287,9 @@ class IngestRunner:
             assert results is not None
             for captured, result in zip(p.frames, results):
                 self._publish_one(captured, result)
+            answered = [r for r in results if isinstance(r, FrameDetections)]
+            if p.segment is not None and answered:
+                self.archive.segment(p.segment, answered[0].decode_errors)
         if req.shadow is not None:
             assert p.route is not None
             shadow = await req.shadow
@@ -276,17 +300,21 @@ class IngestRunner:
             self.stats.drop(captured.camera_id, "refused")
             self._refused.refused(captured.camera_id)
             log.warning("camera %s frame %d refused: %s", captured.camera_id, captured.frame_index, result.reason)
+            seg = captured.segment
+            what = f"{len(captured.jpeg)} bytes of JPEG" if seg is None else (
+                f"frame {captured.frame_index - seg.frame_index} of a {len(seg.segment.data)}-byte "
+                f"{seg.segment.codec} segment")  # fmt: skip
             self.publisher.dead_letter(DeadLetter(
                 topic=f"camera:{captured.camera_id}", partition=-1, offset=captured.frame_index,
-                key=captured.camera_id, reason=result.reason, error_type="InvalidRequestError",
-                value=f"<{len(captured.jpeg)} bytes of JPEG>",
+                key=captured.camera_id, reason=result.reason, error_type="InvalidRequestError", value=f"<{what}>",
             ))  # fmt: skip
             return
         self._refused.report_in(result)
         result.stream_epoch = captured.stream_epoch
         self.routed[result.model_version] += 1
-        self.archive.published(captured.jpeg, captured.camera_id, captured.vehicle_id, captured.stream_epoch,
-                               captured.frame_index, captured.capture_time, result.decode_errors)  # fmt: skip
+        if captured.segment is None:  # a segment is archived whole, once its frames are published
+            self.archive.published(captured.jpeg, captured.camera_id, captured.vehicle_id, captured.stream_epoch,
+                                   captured.frame_index, captured.capture_time, result.decode_errors)  # fmt: skip
         self.publisher.publish(result, on_ack=functools.partial(self._acked, captured, result))
 
     def _acked(self, captured: CapturedFrame, result: FrameDetections, error: BaseException | None) -> None:
@@ -303,12 +331,11 @@ class IngestRunner:
         for source in self.sources:
             if source.state != SourceState.ENDED:
                 continue
-            epoch = self.epochs.get(source.camera_ids[0], 0)
             for cam in source.camera_ids:
-                last = self.stats.frames_read[cam]
-                self.archive.ended(cam, getattr(source, "vehicle_id", None), epoch, last, last / source.nominal_fps)
-                self.publisher.publish(FrameDetections.end_marker(cam, getattr(source, "vehicle_id", None), epoch, last,
-                                                                  last / source.nominal_fps))  # fmt: skip
+                epoch, last, stamp = self._ends.get(cam, (self.epochs.get(source.camera_ids[0], 0), 0, 0.0))
+                vehicle = getattr(source, "vehicle_id", None)
+                self.archive.ended(cam, vehicle, epoch, last, stamp)
+                self.publisher.publish(FrameDetections.end_marker(cam, vehicle, epoch, last, stamp))
 
     def progress(self) -> dict:
         return {

@@ -1,9 +1,11 @@
-"""Camera sources. Each yields :class:`CapturedFrame` objects stamped with camera id, vehicle id,
-frame index and capture time, reports its state, and (for streams) reconnects with backoff.
+"""Camera sources. Each yields :class:`CapturedFrame` (one JPEG) or :class:`CapturedSegment` (a
+video camera's encoded, keyframe-aligned segment) objects stamped with camera id, vehicle id, frame
+index and capture time, reports its state, and (for streams) reconnects with backoff.
 
-- :class:`SyntheticVehicle`: the simulator's front/right/rear/left cameras of one vehicle, with
-  the true instances of every frame (for scoring);
-- :class:`VideoSource`: a video file or a stream URL (RTSP, HTTP MJPEG) through OpenCV/FFmpeg;
+- :class:`SyntheticVehicle`: the simulator's front/right/rear/left cameras of one vehicle;
+- :class:`VideoSource`: a video file or a stream URL (RTSP, HTTP), demuxed into segments by PyAV
+  without decoding (the server decodes them); a codec that cannot travel as segments is decoded
+  and re-encoded as JPEG frames instead, and the source says so;
 - :class:`JpegFolder`: a folder of JPEG files, sent as they are (no re-encoding);
 - :class:`ReplayedFrames`: JPEG frames encoded beforehand, replayed for a set of cameras at a given
   rate (benchmarks: nothing is rendered or encoded while the pipeline is measured).
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from pipeline.ingest.segments import DEFAULT_MAX_FRAMES, DEFAULT_MAX_SECONDS, Segment, Segmenter, UnsupportedVideo
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,54 @@ class CapturedFrame:
     jpeg: bytes
     image: np.ndarray | None = None  # the RGB frame, kept by sources that have it (for reports)
     enqueued: float = field(default=0.0)  # monotonic time it entered the pipeline (latency)
-    stream_epoch: int = 0  # the run of the source that read it (set by the ingest runner)
+    stream_epoch: int = 0  # the run of the source that read it (set by the ingest runner unless the source did)
+    segment: CapturedSegment | None = None  # the segment holding this frame's pixels (then ``jpeg`` is empty)
+
+    @property
+    def frames(self) -> int:
+        return 1
+
+    @property
+    def ready_time(self) -> float:
+        """Stream time at which a live camera has this item to send."""
+        return self.capture_time
+
+
+@dataclass
+class CapturedSegment:
+    """A video camera's encoded segment: the frames ``segment.first_index`` onwards, decoded by the server."""
+
+    camera_id: str
+    vehicle_id: str | None
+    segment: Segment
+    time_offset: float = 0.0  # added to the segment's stream times: the capture time of the stream's start
+    enqueued: float = field(default=0.0)
+    stream_epoch: int = 0
+
+    @property
+    def frames(self) -> int:
+        return self.segment.frames
+
+    @property
+    def frame_index(self) -> int:
+        return self.segment.first_index
+
+    @property
+    def capture_time(self) -> float:
+        return self.time_offset + self.segment.times[0]
+
+    @property
+    def ready_time(self) -> float:
+        return self.time_offset + self.segment.times[-1]  # a segment is complete once its last frame is
+
+    def frame_refs(self) -> list[CapturedFrame]:
+        """One :class:`CapturedFrame` per answered frame, pointing back here (identity, latency, archive)."""
+        return [CapturedFrame(self.camera_id, self.vehicle_id, self.segment.first_index + i, self.time_offset + t,
+                              b"", enqueued=self.enqueued, stream_epoch=self.stream_epoch, segment=self)
+                for i, t in enumerate(self.segment.times)]  # fmt: skip
+
+
+Captured = CapturedFrame | CapturedSegment
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
@@ -76,7 +127,7 @@ class Source(abc.ABC):
     def camera_ids(self) -> list[str]: ...
 
     @abc.abstractmethod
-    def frames(self) -> Iterator[CapturedFrame]: ...
+    def frames(self) -> Iterator[Captured]: ...
 
     def stop(self) -> None:
         self._stop.set()
@@ -119,17 +170,30 @@ class SyntheticVehicle(Source):
 
 
 class VideoSource(Source):
-    """A video file (as fast as possible, or paced) or a live stream URL (paced, reconnecting)."""
+    """A video file (as fast as possible, or paced) or a live stream URL (paced, reconnecting), as segments.
+
+    Each connection to a stream is a new stream epoch: its frame indices and times start again
+    (the consumers treat it as a restarted camera). ``transport`` says what the camera sends:
+    ``segments`` (the encoded stream, decoded in Triton) or ``jpeg`` (decoded here and re-encoded,
+    for codecs that cannot travel as segments).
+    """
 
     def __init__(self, camera_id: str, uri: str, *, vehicle_id: str | None = None, realtime: bool | None = None,
                  max_reconnects: int = 10, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
-                 keep_images: int = 0) -> None:  # fmt: skip
+                 keep_images: int = 0, max_segment_frames: int = DEFAULT_MAX_FRAMES,
+                 max_segment_s: float = DEFAULT_MAX_SECONDS, open_timeout_s: float = 10.0) -> None:  # fmt: skip
         super().__init__()
         self.keep_images = keep_images
         self.camera_id, self.uri, self.vehicle_id = camera_id, uri, vehicle_id
         self.is_stream = "://" in uri
         self.realtime = self.is_stream if realtime is None else realtime
         self.max_reconnects, self.backoff_s, self.max_backoff_s = max_reconnects, backoff_s, max_backoff_s
+        self.max_segment_frames, self.max_segment_s, self.open_timeout_s = (max_segment_frames, max_segment_s,
+                                                                           open_timeout_s)  # fmt: skip
+        self.transport = "segments"
+        self.codec: str | None = None
+        self.epochs = 0  # connections that delivered a stream
+        self.skipped_packets = 0  # packets before a connection's first keyframe (undecodable, never frames)
         if not self.is_stream and not Path(uri).is_file():
             raise FileNotFoundError(f"camera {camera_id}: video file not found: {uri}")
 
@@ -137,21 +201,32 @@ class VideoSource(Source):
     def camera_ids(self) -> list[str]:
         return [self.camera_id]
 
-    def _open(self) -> cv2.VideoCapture | None:
-        cap = cv2.VideoCapture(self.uri)
-        if not cap.isOpened():
-            cap.release()
-            return None
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        if fps and fps > 0 and np.isfinite(fps):
-            self.nominal_fps = float(fps)
-        return cap
+    def describe(self) -> dict:
+        return {**super().describe(), "transport": self.transport, "codec": self.codec, "epochs": self.epochs,
+                "packets_before_keyframe": self.skipped_packets}  # fmt: skip
 
-    def frames(self) -> Iterator[CapturedFrame]:
-        index, delay, started = 0, self.backoff_s, time.time()
+    def _open(self) -> object | None:
+        from pipeline.ingest.segments import open_video
+
+        try:
+            container = open_video(self.uri, timeout_s=self.open_timeout_s)
+        except Exception as exc:  # FFmpeg's errors for refused, missing or unparsable streams
+            log.debug("camera %s: open %s failed: %s", self.camera_id, self.uri, exc)
+            return None
+        if not container.streams.video:
+            container.close()
+            log.error("camera %s: %s has no video stream", self.camera_id, self.uri)
+            return None
+        rate = container.streams.video[0].average_rate
+        if rate and float(rate) > 0:
+            self.nominal_fps = float(rate)
+        return container
+
+    def frames(self) -> Iterator[Captured]:
+        delay, started = self.backoff_s, time.time()
         while not self._stop.is_set():
-            cap = self._open()
-            if cap is None:
+            container = self._open()
+            if container is None:
                 if not self.is_stream or self.reconnects >= self.max_reconnects:
                     self.state = SourceState.FAILED
                     log.error("camera %s: cannot open %s; giving up", self.camera_id, self.uri)
@@ -160,24 +235,20 @@ class VideoSource(Source):
                 delay = min(delay * 2, self.max_backoff_s)
                 continue
             self.state, delay = SourceState.STREAMING, self.backoff_s
-            while not self._stop.is_set():
-                ok, bgr = cap.read()
-                if not ok:
-                    break
-                stamp = time.time() - started if self.is_stream else index / self.nominal_fps
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                yield CapturedFrame(
-                    self.camera_id,
-                    self.vehicle_id,
-                    index,
-                    stamp,
-                    encode_jpeg(rgb),
-                    image=rgb if self._keep(index) else None,
-                )
-                index += 1
-            cap.release()
+            epoch = time.time_ns() // 1_000_000 if self.is_stream else 0  # 0: the ingest runner stamps its own
+            offset = time.time() - started if self.is_stream else 0.0
+            self.epochs += 1
+            try:
+                yield from self._read(container, epoch, offset)
+            except Exception as exc:  # a stream that breaks mid-read (network, server killed)
+                self.errors += 1
+                log.warning("camera %s: stream %s broke: %s", self.camera_id, self.uri, exc)
+            finally:
+                container.close()
             if not self.is_stream:
                 self.state = SourceState.ENDED
+                return
+            if self._stop.is_set():
                 return
             if self.reconnects >= self.max_reconnects:
                 self.state = SourceState.FAILED
@@ -185,6 +256,38 @@ class VideoSource(Source):
                 return
             self._backoff(delay, "stream ended")
             delay = min(delay * 2, self.max_backoff_s)
+
+    def _read(self, container: object, epoch: int, offset: float) -> Iterator[Captured]:
+        stream = container.streams.video[0]  # type: ignore[attr-defined]
+        self.codec = stream.codec_context.name
+        try:
+            segmenter = Segmenter(stream, max_frames=self.max_segment_frames, max_seconds=self.max_segment_s)
+        except UnsupportedVideo as exc:
+            self.transport = "jpeg"
+            log.warning("camera %s: %s; decoding here and sending JPEG frames", self.camera_id, exc)
+            yield from self._decoded(container, stream, epoch, offset)
+            return
+        try:
+            for packet in container.demux(stream):  # type: ignore[attr-defined]
+                if self._stop.is_set():
+                    return
+                for segment in segmenter.push(packet):
+                    yield CapturedSegment(self.camera_id, self.vehicle_id, segment, offset, stream_epoch=epoch)
+        finally:
+            self.skipped_packets += segmenter.skipped_before_keyframe
+        for segment in segmenter.flush():  # end of file or stream: the group in progress is complete
+            yield CapturedSegment(self.camera_id, self.vehicle_id, segment, offset, stream_epoch=epoch)
+
+    def _decoded(self, container: object, stream: object, epoch: int, offset: float) -> Iterator[CapturedFrame]:
+        base = None
+        for index, frame in enumerate(container.decode(stream)):  # type: ignore[attr-defined]
+            if self._stop.is_set():
+                return
+            stamp = float(frame.time or 0.0)
+            base = stamp if base is None else base
+            rgb = frame.to_ndarray(format="rgb24")
+            yield CapturedFrame(self.camera_id, self.vehicle_id, index, offset + stamp - base, encode_jpeg(rgb),
+                                image=rgb if self._keep(index) else None, stream_epoch=epoch)  # fmt: skip
 
     def _backoff(self, delay: float, why: str) -> None:
         self.state = SourceState.RECONNECTING
