@@ -9,7 +9,7 @@ demo start embedded ones on loopback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -59,7 +59,8 @@ class TritonSettings(BaseModel):
     http_url: str | None = Field(None, description="its HTTP address (health checks, model control)")
     model_name: str = Field(contract.ENSEMBLE, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
     model_version: str = Field("", pattern=r"^[0-9]*$", description="explicit version; empty = the server's policy")
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0, description="deadline of one request of JPEG frames")
+    segment_timeout_s: float = Field(60.0, gt=0, description="deadline of one video segment (up to 32 frames)")
     retries: int = Field(12, ge=0, description="retries while the server is unavailable (backoff doubles to 5 s)")
     control_key: SecretStr | None = Field(None, description="key for the server's restricted model control")
     control_key_file: Path | None = Field(None, description="file holding control_key (instead of control_key)")
@@ -109,6 +110,13 @@ class CameraSettings(BaseModel):
     cameras: int = Field(4, ge=1, le=4, description="synthetic: cameras of the vehicle")
     seconds: float = Field(60.0, gt=0, description="synthetic: length of the drive")
     fps: float = Field(10.0, gt=0)
+    # A segment starts at a keyframe, so a live camera's frame-to-event latency is at least this long.
+    transport: Literal["segments", "jpeg"] = Field(
+        "segments", description="video: send encoded segments (decoded in Triton) or decode here and send JPEG frames"
+    )
+    max_segment_s: float = Field(1.0, gt=0, le=10, description="video: longest segment of an all-keyframe codec "
+                                 "(MJPEG); other codecs are cut at each keyframe (keep the camera's GOP at or under "
+                                 "this and under 32 frames)")  # fmt: skip
 
     @model_validator(mode="after")
     def _one_kind(self) -> CameraSettings:

@@ -39,7 +39,7 @@ def kafka_ready(settings: Settings, bootstrap: str) -> KafkaConnection:
 def client_config(settings: Settings, grpc: str) -> ClientConfig:
     t = settings.triton
     return ClientConfig(url=grpc, model_name=t.model_name, model_version=t.model_version, timeout_s=t.timeout_s,
-                        retries=t.retries)  # fmt: skip
+                        segment_timeout_s=t.segment_timeout_s, retries=t.retries)  # fmt: skip
 
 
 @contextlib.contextmanager

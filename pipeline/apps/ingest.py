@@ -30,7 +30,8 @@ def build_sources(settings: Settings, *, shard: int = 0, shards: int = 1) -> lis
                                             realtime=bool(cam.realtime)))  # fmt: skip
         else:
             assert cam.uri is not None and cam.id is not None
-            sources.append(source_for(cam.uri, cam.id, vehicle_id=cam.vehicle_id, realtime=cam.realtime))
+            sources.append(source_for(cam.uri, cam.id, vehicle_id=cam.vehicle_id, realtime=cam.realtime,
+                                      max_segment_s=cam.max_segment_s, transport=cam.transport))  # fmt: skip
     return sources
 
 
@@ -57,6 +58,7 @@ def run_ingest(settings: Settings, *, shard: int = 0, shards: int = 1, on_metric
                 runner.stop()
                 stats = runner.stats
     return {**stats.summary(), "frames_by_version": dict(runner.routed), "sources": [s.describe() for s in sources],
+            "segments_by_decoder": {cam: dict(d) for cam, d in runner.decoders.items()},
             **runner.publisher.counts}  # fmt: skip
 
 

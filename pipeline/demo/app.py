@@ -110,6 +110,7 @@ def _stream_demo(settings: Settings, opts: DemoOptions, rules: RulesFile, bootst
         events = consumer.store.events()
 
     summary = _summary(stats.summary(), processor, events, sources, counts)
+    summary["segments_by_decoder"] = {cam: dict(d) for cam, d in runner.decoders.items()}
     if not opts.sources:
         from pipeline.demo.truth import truth_events
 
@@ -173,7 +174,7 @@ def _report_frames(kept: list[tuple[CapturedFrame, FrameDetections]], events: li
         raised[(e.camera_id, e.stream_epoch, e.frame_index)].append(e)
     by_camera: dict[str, list[tuple[CapturedFrame, FrameDetections]]] = {}
     for captured, result in kept:
-        if captured.image is not None and result.instances:
+        if (captured.image is not None or captured.segment is not None) and result.instances:
             by_camera.setdefault(result.camera_id, []).append((captured, result))
     if not by_camera:
         return []
@@ -189,5 +190,15 @@ def _report_frames(kept: list[tuple[CapturedFrame, FrameDetections]], events: li
         said = "; ".join(f"{e.type} {e.track_id.rsplit('#', 1)[-1]}" if e.track_id else e.type for e in here)
         caption = (f"{result.camera_id} frame {result.frame_index} t={result.capture_time:.1f}s, "
                    f"{len(result.instances)} instances" + (f": {said}" if said else ""))  # fmt: skip
-        frames.append((captured.image, rows, caption))
+        frames.append((_picture(captured), rows, caption))
     return frames
+
+
+def _picture(captured: CapturedFrame) -> np.ndarray:
+    """The frame's RGB picture: kept by the source, or decoded from its segment (only for frames shown)."""
+    if captured.image is not None:
+        return captured.image
+    from pipeline.ingest.segments import decode_segment
+
+    assert captured.segment is not None
+    return decode_segment(captured.segment.segment)[captured.frame_index - captured.segment.frame_index]

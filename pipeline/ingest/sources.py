@@ -174,14 +174,16 @@ class VideoSource(Source):
 
     Each connection to a stream is a new stream epoch: its frame indices and times start again
     (the consumers treat it as a restarted camera). ``transport`` says what the camera sends:
-    ``segments`` (the encoded stream, decoded in Triton) or ``jpeg`` (decoded here and re-encoded,
-    for codecs that cannot travel as segments).
+    ``segments`` (the encoded stream, decoded in Triton) or ``jpeg`` (decoded here and re-encoded:
+    asked for, for a server without the segment ensemble, or forced by a codec that cannot travel
+    as segments).
     """
 
     def __init__(self, camera_id: str, uri: str, *, vehicle_id: str | None = None, realtime: bool | None = None,
                  max_reconnects: int = 10, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
                  keep_images: int = 0, max_segment_frames: int = DEFAULT_MAX_FRAMES,
-                 max_segment_s: float = DEFAULT_MAX_SECONDS, open_timeout_s: float = 10.0) -> None:  # fmt: skip
+                 max_segment_s: float = DEFAULT_MAX_SECONDS, open_timeout_s: float = 10.0,
+                 transport: str = "segments") -> None:  # fmt: skip
         super().__init__()
         self.keep_images = keep_images
         self.camera_id, self.uri, self.vehicle_id = camera_id, uri, vehicle_id
@@ -190,7 +192,9 @@ class VideoSource(Source):
         self.max_reconnects, self.backoff_s, self.max_backoff_s = max_reconnects, backoff_s, max_backoff_s
         self.max_segment_frames, self.max_segment_s, self.open_timeout_s = (max_segment_frames, max_segment_s,
                                                                            open_timeout_s)  # fmt: skip
-        self.transport = "segments"
+        if transport not in ("segments", "jpeg"):
+            raise ValueError(f"camera {camera_id}: transport must be 'segments' or 'jpeg', got {transport!r}")
+        self.transport = transport
         self.codec: str | None = None
         self.epochs = 0  # connections that delivered a stream
         self.skipped_packets = 0  # packets before a connection's first keyframe (undecodable, never frames)
@@ -260,6 +264,9 @@ class VideoSource(Source):
     def _read(self, container: object, epoch: int, offset: float) -> Iterator[Captured]:
         stream = container.streams.video[0]  # type: ignore[attr-defined]
         self.codec = stream.codec_context.name
+        if self.transport == "jpeg":
+            yield from self._decoded(container, stream, epoch, offset)
+            return
         try:
             segmenter = Segmenter(stream, max_frames=self.max_segment_frames, max_seconds=self.max_segment_s)
         except UnsupportedVideo as exc:
@@ -355,8 +362,12 @@ class ReplayedFrames(Source):
         self.state = SourceState.ENDED
 
 
+VIDEO_ONLY = ("max_segment_s", "max_segment_frames", "transport")
+
+
 def source_for(uri: str, camera_id: str, **kwargs: object) -> Source:
-    """A folder of JPEGs, or a video file or stream URL."""
+    """A folder of JPEGs, or a video file or stream URL (sent as segments)."""
     if "://" not in uri and Path(uri).is_dir():
-        return JpegFolder(camera_id, uri, **kwargs)  # type: ignore[arg-type]
+        folder_args = {k: v for k, v in kwargs.items() if k not in VIDEO_ONLY}
+        return JpegFolder(camera_id, uri, **folder_args)  # type: ignore[arg-type]
     return VideoSource(camera_id, uri, **kwargs)  # type: ignore[arg-type]

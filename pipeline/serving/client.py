@@ -42,7 +42,8 @@ class ClientConfig(BaseModel):
     url: str = Field(description="Triton gRPC address, host:port")
     model_name: str = contract.ENSEMBLE
     model_version: str = Field("", description="explicit version to use; empty = the server's policy")
-    timeout_s: float = Field(10.0, gt=0, description="deadline of one request")
+    timeout_s: float = Field(10.0, gt=0, description="deadline of one request of JPEG frames")
+    segment_timeout_s: float = Field(60.0, gt=0, description="deadline of one video segment (up to 32 frames)")
     retries: int = Field(5, ge=0, description="retries while the server is unavailable")
     backoff_s: float = Field(0.2, gt=0, description="first retry delay; doubles each time")
     max_backoff_s: float = Field(5.0, gt=0)
@@ -193,7 +194,7 @@ class SegmentationClient:
         inp = self._grpc.InferInput(contract.FRAMES.name, list(batch.shape), contract.FRAMES.wire_dtype)
         inp.set_data_from_numpy(batch)
         outputs = [self._grpc.InferRequestedOutput(t.name) for t in contract.RESULTS]
-        result = await self._call([inp], outputs)
+        result = await self._call([inp], outputs, self.config.timeout_s)
         response = result.get_response()
         arrays = {t.name: result.as_numpy(t.name) for t in contract.RESULTS}
         version = await self.network_version() or response.model_version
@@ -216,7 +217,8 @@ class SegmentationClient:
         skip = self._grpc.InferInput(contract.SKIP.name, [1], contract.SKIP.wire_dtype)
         skip.set_data_from_numpy(np.array([segment.skip], dtype=np.int32))
         names = [t.name for t in (*contract.RESULTS, contract.DECODER)]
-        result = await self._call([data, skip], [self._grpc.InferRequestedOutput(n) for n in names])
+        outputs = [self._grpc.InferRequestedOutput(n) for n in names]
+        result = await self._call([data, skip], outputs, self.config.segment_timeout_s)
         response = result.get_response()
         arrays = {n: result.as_numpy(n) for n in names}
         answered = arrays["num_instances"].shape[0] if arrays["num_instances"] is not None else 0
@@ -254,7 +256,7 @@ class SegmentationClient:
             out.extend(await self.infer_isolating([f]))
         return out
 
-    async def _call(self, inputs: list, outputs: list) -> object:
+    async def _call(self, inputs: list, outputs: list, timeout_s: float) -> object:
         from tritonclient.utils import InferenceServerException
 
         cfg = self.config
@@ -262,11 +264,11 @@ class SegmentationClient:
         for attempt in range(cfg.retries + 1):
             try:
                 return await self._client.infer(cfg.model_name, inputs, model_version=cfg.model_version,
-                                                outputs=outputs, client_timeout=cfg.timeout_s)  # fmt: skip
+                                                outputs=outputs, client_timeout=timeout_s)  # fmt: skip
             except InferenceServerException as exc:
                 status = str(exc.status())
                 if status == "StatusCode.DEADLINE_EXCEEDED":
-                    raise InferenceTimeoutError(f"no answer within {cfg.timeout_s} s from {cfg.url}") from None
+                    raise InferenceTimeoutError(f"no answer within {timeout_s} s from {cfg.url}") from None
                 if status in _INVALID:
                     raise InvalidRequestError(exc.message()) from None
                 if status not in _RETRYABLE:
