@@ -11,10 +11,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +132,66 @@ def _onnxruntime_fps(model: Path, batch: int, height: int, width: int, threads: 
     return batch * repeats / float(secs.sum())
 
 
+@dataclass
+class Stack:
+    """Embedded Kafka and Triton with one event processor that records when each frame's events were committed."""
+
+    conn: object
+    topics: object
+    grpc_url: str
+    done: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    def run(self, sources: list, ingest: object, client: object | None = None) -> dict:
+        """Stream ``sources`` to the end; fps until the last commit, and each frame's latency from its capture
+        (a segment's frame was captured before its segment was complete) to the commit of its events."""
+        from pipeline.apps.wiring import ingest_side
+        from pipeline.serving.client import ClientConfig
+
+        entered: dict[tuple[str, int], float] = {}
+
+        def published(c, _result) -> None:
+            waited = c.segment.ready_time - c.capture_time if c.segment is not None else 0.0
+            entered[(c.camera_id, c.frame_index)] = c.enqueued - waited
+
+        start = time.monotonic()
+        with ingest_side(self.conn, self.topics, sources, client or ClientConfig(url=self.grpc_url), ingest,
+                         follow_rollout=False, on_published=published) as runner:  # fmt: skip
+            stats = runner.run()
+        deadline = time.monotonic() + 120
+        while sum(1 for k in entered if k in self.done) < len(entered) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        latencies = np.array([self.done[k] - entered[k] for k in entered if k in self.done])
+        end = max((self.done[k] for k in entered if k in self.done), default=time.monotonic())
+        return {"fps": len(latencies) / (end - start), "frames": len(latencies),
+                "p50_ms": percentile_ms(latencies, 50) if latencies.size else float("nan"),
+                "p99_ms": percentile_ms(latencies, 99) if latencies.size else float("nan"),
+                "dropped": dict(stats.dropped),
+                "decoders": {cam: dict(d) for cam, d in runner.decoders.items()}}  # fmt: skip
+
+
+@contextlib.contextmanager
+def streaming_stack(repository: Path) -> Iterator[Stack]:
+    """Kafka, Triton (CPU profile, ``repository``) and one consumer member with the demo rules, all embedded."""
+    from consumers.rules import DEMO_RULES, load_rules
+    from pipeline.apps.wiring import consumer_side
+    from pipeline.config import Settings
+    from pipeline.kafka.connection import KafkaConnection
+    from pipeline.kafka.topics import Topics, ensure_topics
+    from pipeline.local.kafka import LocalKafka
+    from pipeline.local.triton import LocalTriton, LocalTritonConfig
+
+    settings = Settings()
+    with LocalKafka() as kafka, LocalTriton(LocalTritonConfig(model_repository=repository)) as triton:
+        topics = Topics(detections=f"bench-{uuid.uuid4().hex[:6]}", events="bench-pipeline-events")
+        ensure_topics(kafka.bootstrap, topics)
+        stack = Stack(KafkaConnection.of(kafka.bootstrap), topics, triton.grpc_url)
+        with consumer_side(stack.conn, topics, load_rules(DEMO_RULES), settings.consumer, member_id="bench",
+                           group_id=f"bench-{uuid.uuid4().hex[:6]}") as consumer:  # fmt: skip
+            consumer.processor.on_commit = lambda frames: stack.done.update({f: time.monotonic() for f in frames})
+            consumer.run_in_background()
+            yield stack
+
+
 def bench_pipeline(*, cameras: int = 4, seconds: float = 10.0, seed: int = 0, batch: int = 8, in_flight: int = 2,
                    loads: tuple[int, ...] = LOADS, paced_seconds: float = 12.0,
                    json_path: Path | None = None) -> dict:  # fmt: skip
@@ -137,20 +200,12 @@ def bench_pipeline(*, cameras: int = 4, seconds: float = 10.0, seed: int = 0, ba
     The cameras replay frames encoded beforehand. Capacity is compared with ONNX Runtime alone
     (same model, batch and threads, same run, before the servers start).
     """
-    from consumers.rules import DEMO_RULES, load_rules
-    from pipeline.apps.wiring import consumer_side, ingest_side
     from pipeline.config import Settings
     from pipeline.ingest.sources import ReplayedFrames
-    from pipeline.kafka.connection import KafkaConnection
-    from pipeline.kafka.topics import Topics, ensure_topics
-    from pipeline.local.kafka import LocalKafka
     from pipeline.local.stack import ensure_repository
-    from pipeline.local.triton import LocalTriton, LocalTritonConfig
     from pipeline.serving import contract
-    from pipeline.serving.client import ClientConfig
     from pipeline.serving.repository import RepositoryOptions, read_spec
 
-    rules = load_rules(DEMO_RULES)
     settings = Settings()
     repo = ensure_repository(settings)
     spec = read_spec(repo)
@@ -161,45 +216,23 @@ def bench_pipeline(*, cameras: int = 4, seconds: float = 10.0, seed: int = 0, ba
                                  spec.input_width, threads)  # fmt: skip
     frames_per_camera = len(next(iter(jpegs.values())))
     runs: dict[str, dict] = {}
-    with LocalKafka() as kafka, LocalTriton(LocalTritonConfig(model_repository=repo)) as triton:
-        topics = Topics(detections=f"bench-{uuid.uuid4().hex[:6]}", events="bench-pipeline-events")
-        ensure_topics(kafka.bootstrap, topics)
-        conn = KafkaConnection.of(kafka.bootstrap)
-        ingest = settings.ingest.model_copy(update={"max_batch": batch, "in_flight": in_flight})
-        done: dict[tuple[str, int], float] = {}
-        with consumer_side(conn, topics, rules, settings.consumer, member_id="bench",
-                           group_id=f"bench-{uuid.uuid4().hex[:6]}") as consumer:  # fmt: skip
-            consumer.processor.on_commit = lambda frames: done.update({f: time.monotonic() for f in frames})
-            consumer.run_in_background()
+    ingest = settings.ingest.model_copy(update={"max_batch": batch, "in_flight": in_flight})
+    with streaming_stack(repo) as stack:
 
-            def run(tag: str, count: int, fps: float | None) -> dict:
-                """One run of every camera under its own ids (``tag``): flat out (fps None) or paced."""
-                named = {f"{tag}-{cam}": frames for cam, frames in jpegs.items()}
-                source = ReplayedFrames(f"{tag}", named, count=count, fps=fps or 10.0, realtime=fps is not None)
-                entered: dict[tuple[str, int], float] = {}
-                start = time.monotonic()
-                with ingest_side(conn, topics, [source], ClientConfig(url=triton.grpc_url), ingest,
-                                 follow_rollout=False, on_published=lambda c, r: entered.__setitem__(
-                                     (c.camera_id, c.frame_index), c.enqueued)) as runner:  # fmt: skip
-                    stats = runner.run()
-                deadline = time.monotonic() + 120
-                while sum(1 for k in entered if k in done) < len(entered) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                latencies = np.array([done[k] - entered[k] for k in entered if k in done])
-                end = max((done[k] for k in entered if k in done), default=time.monotonic())
-                return {"fps": len(latencies) / (end - start), "frames": len(latencies),
-                        "p50_ms": percentile_ms(latencies, 50) if latencies.size else float("nan"),
-                        "p99_ms": percentile_ms(latencies, 99) if latencies.size else float("nan"),
-                        "dropped": dict(stats.dropped)}  # fmt: skip
+        def run(tag: str, count: int, fps: float | None) -> dict:
+            """One run of every camera under its own ids (``tag``): flat out (fps None) or paced."""
+            named = {f"{tag}-{cam}": frames for cam, frames in jpegs.items()}
+            return stack.run([ReplayedFrames(f"{tag}", named, count=count, fps=fps or 10.0, realtime=fps is not None)],
+                             ingest)  # fmt: skip
 
-            log.info("capacity: %d cameras flat out", cameras)
-            runs["capacity"] = run("cap", frames_per_camera, None)
-            capacity = runs["capacity"]["fps"]
-            for load in loads:
-                per_camera = capacity * load / 100 / cameras
-                count = max(10, round(per_camera * paced_seconds))
-                log.info("paced at %d%% of capacity: %.2f fps per camera, %d frames each", load, per_camera, count)
-                runs[str(load)] = run(f"p{load}", count, per_camera)
+        log.info("capacity: %d cameras flat out", cameras)
+        runs["capacity"] = run("cap", frames_per_camera, None)
+        capacity = runs["capacity"]["fps"]
+        for load in loads:
+            per_camera = capacity * load / 100 / cameras
+            count = max(10, round(per_camera * paced_seconds))
+            log.info("paced at %d%% of capacity: %.2f fps per camera, %d frames each", load, per_camera, count)
+            runs[str(load)] = run(f"p{load}", count, per_camera)
     cap = runs["capacity"]
     figures = {
         "pipeline_fps": round(cap["fps"], 2),

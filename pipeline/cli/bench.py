@@ -42,6 +42,13 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from pipeline.bench.streaming import bench_pipeline
 
+    if args.source == "video":
+        from pipeline.bench.video import bench_video_pipeline
+
+        bench_video_pipeline(cameras=min(args.cameras, 4), seconds=args.seconds, batch=args.batch,
+                             in_flight=args.in_flight, json_path=args.json)  # fmt: skip
+        return 0
+
     bench_pipeline(cameras=args.cameras, seconds=args.seconds, batch=args.batch, in_flight=args.in_flight,
                    paced_seconds=args.paced_seconds, json_path=args.json)  # fmt: skip
     return 0
@@ -85,6 +92,13 @@ def register(sub: argparse._SubParsersAction, archs: list[str]) -> None:
     bp.add_argument("--seconds", type=float, default=10.0, help="length of the synthetic drive")
     bp.add_argument("--batch", type=int, default=8)
     bp.add_argument("--in-flight", type=int, default=2, help="ingest's requests outstanding to Triton")
+    bp.add_argument(
+        "--source",
+        choices=("images", "video"),
+        default="images",
+        help="images: replayed JPEG frames; video: H.264 cameras, JPEG re-encoding in ingest against "
+        "segments decoded in Triton, flat out and paced with 1 s segments (up to 4 cameras)",
+    )
     bp.add_argument("--paced-seconds", type=float, default=12.0, help="length of each paced run (50/75/90%%)")
     bp.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
     bp.set_defaults(func=cmd_bench_pipeline)
