@@ -198,6 +198,8 @@ class IngestRunner:
             asyncio.run(self._loop())
         finally:
             self.stop()
+            for reader in self._readers:  # a reader that was mid-read counts what it read as ``shutdown``
+                reader.join(timeout=2.0)
             for item in self.queues.drain():  # stopped early (Ctrl-C): what still waited is not lost silently
                 self.stats.drop(item.camera_id, "shutdown", item.frames)
             self.publisher.flush()  # published means acknowledged: wait for the outstanding ones

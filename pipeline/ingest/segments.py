@@ -64,10 +64,39 @@ class Segment:
 @dataclass(frozen=True)
 class _Packet:
     data: bytes
-    pts: int
+    pts: int | None  # None where the demuxer could not tell (RTP with B-frames: a group's first packets)
     dts: int | None
     duration: int
     keyframe: bool
+
+
+def _filled(group: list[_Packet], step: int) -> list[_Packet]:
+    """The group with missing timestamps inferred from their neighbours, ``step`` ticks per frame apart.
+
+    A closed group shows its keyframe first, so a keyframe without pts is one step before the group's
+    earliest known pts; decode timestamps rise by one step per packet, counted back from the first known.
+    """
+    known = [p.pts for p in group if p.pts is not None]
+    pts: list[int] = []
+    for i, p in enumerate(group):
+        if p.pts is not None:
+            pts.append(p.pts)
+        elif i == 0:
+            pts.append(min(known) - step if known else 0)
+        else:
+            pts.append(pts[-1] + step)
+    first = next((i for i, p in enumerate(group) if p.dts is not None), None)
+    dts: list[int | None] = []
+    for i, p in enumerate(group):
+        if p.dts is not None:
+            dts.append(p.dts)
+        elif first is None:
+            dts.append(None)
+        elif i < first:
+            dts.append(group[first].dts - (first - i) * step)  # type: ignore[operator]
+        else:
+            dts.append(dts[-1] + step)  # type: ignore[operator]
+    return [_Packet(p.data, t, d, p.duration or step, p.keyframe) for p, t, d in zip(group, pts, dts)]
 
 
 def _remux(packets: list[_Packet], template: object, container: str) -> bytes:
@@ -76,9 +105,13 @@ def _remux(packets: list[_Packet], template: object, container: str) -> bytes:
     buf = io.BytesIO()
     with av.open(buf, "w", format=container) as out:
         stream = out.add_stream_from_template(template)
-        for p in packets:
+        base = min((p.dts for p in packets if p.dts is not None), default=0)
+        base = min(base, min(p.pts for p in packets if p.pts is not None))
+        for p in packets:  # rebased to start at 0 inside the segment (capture times are kept outside it)
             pkt = av.Packet(p.data)
-            pkt.pts, pkt.dts, pkt.duration = p.pts, p.dts, p.duration
+            pkt.pts = p.pts - base  # type: ignore[operator]
+            pkt.dts = None if p.dts is None else p.dts - base
+            pkt.duration = p.duration
             pkt.is_keyframe = p.keyframe
             pkt.time_base = template.time_base  # type: ignore[attr-defined]
             pkt.stream = stream
@@ -86,14 +119,16 @@ def _remux(packets: list[_Packet], template: object, container: str) -> bytes:
     return buf.getvalue()
 
 
-def _closed_prefixes(packets: list[_Packet], max_frames: int) -> list[int]:
+def _closed_prefixes(packets: list[_Packet], max_frames: int, start: int = 0) -> list[int]:
     """Cut points (packet counts) of one group so each piece answers for at most ``max_frames`` frames.
 
     A cut is only allowed where every packet before it is presented before every packet after it
     (always so without B-frames), so a piece's answered frames are a run in presentation order.
     """
     n = len(packets)
-    if n <= max_frames:
+    if n <= start:
+        return []
+    if n - start <= max_frames:
         return [n]
     suffix_min = [0] * (n + 1)
     suffix_min[n] = 1 << 62
@@ -104,7 +139,8 @@ def _closed_prefixes(packets: list[_Packet], max_frames: int) -> list[int]:
         running_max = max(running_max, p.pts)
         if running_max < suffix_min[i + 1]:
             allowed.append(i + 1)
-    cuts, last = [], 0
+    allowed = [c for c in allowed if c > start]
+    cuts, last = [], start
     for i, cut in enumerate(allowed):
         nxt = allowed[i + 1] if i + 1 < len(allowed) else None
         if nxt is None or nxt - last > max_frames:
@@ -129,15 +165,21 @@ class Segmenter:
         self.height = int(stream.codec_context.height)  # type: ignore[attr-defined]
         self.time_base = Fraction(stream.time_base)  # type: ignore[attr-defined]
         self.next_index = first_index
-        self.origin: int | None = None  # pts of the stream's first packet: capture time 0
+        self.origin: int | None = None  # earliest pts of the stream's first group: capture time 0
+        rate = stream.average_rate or stream.guessed_rate  # type: ignore[attr-defined]
+        ticks = 1 / (Fraction(rate) * self.time_base) if rate else Fraction(1)
+        self.step = max(1, round(ticks))  # timestamp ticks per frame
         self._group: list[_Packet] = []
+        self._sent = 0  # packets of the group in progress already sent as pieces
+        self._in_order = True  # no packet yet presented before an earlier one (no B-frames): a cut can go anywhere
+        self._last_pts: int | None = None
         self.skipped_before_keyframe = 0  # packets dropped because the stream did not start at a keyframe
 
     def push(self, packet: object) -> list[Segment]:
         """Add one demuxed packet; returns the segments it closed (at a keyframe)."""
-        if packet.size == 0 or packet.pts is None:  # type: ignore[attr-defined]  # flush / untimed packets
+        if packet.size == 0:  # type: ignore[attr-defined]  # the demuxer's flush packet
             return []
-        p = _Packet(bytes(packet), int(packet.pts), packet.dts, int(packet.duration or 0),  # type: ignore[attr-defined]
+        p = _Packet(bytes(packet), packet.pts, packet.dts, int(packet.duration or 0),  # type: ignore[attr-defined]
                     bool(packet.is_keyframe))  # type: ignore[attr-defined]  # fmt: skip
         out = []
         if p.keyframe and self._group and (self.codec not in INTRA_ONLY or self._full(p)):
@@ -145,31 +187,42 @@ class Segmenter:
         if not self._group and not p.keyframe:
             self.skipped_before_keyframe += 1  # joined mid-group: undecodable until the next keyframe
             return out
-        if self.origin is None:
-            self.origin = p.pts
         self._group.append(p)
+        if p.pts is None or (self._last_pts is not None and p.pts < self._last_pts):
+            self._in_order = False
+        self._last_pts = p.pts if p.pts is not None else self._last_pts
+        if self._in_order and len(self._group) - self._sent >= self.max_frames:
+            # a long group of a stream without reordering: send this piece now rather than at the next keyframe
+            out.append(self._piece(_filled(self._group, self.step), self._sent, self._sent + self.max_frames))
+            self._sent += self.max_frames
         return out
 
     def _full(self, nxt: _Packet) -> bool:
         """An intra-only group has reached a length limit."""
-        span = (nxt.pts - self._group[0].pts) * self.time_base
+        first = self._group[0].pts
+        span = 0 if nxt.pts is None or first is None else (nxt.pts - first) * self.time_base
         return len(self._group) >= self.max_frames or span >= self.max_seconds
 
     def flush(self) -> list[Segment]:
         """Close the group in progress (end of file, stream lost)."""
         return self._close() if self._group else []
 
+    def _piece(self, group: list[_Packet], start: int, cut: int) -> Segment:
+        """The segment of ``group[:cut]`` answering for its frames ``start`` to ``cut`` in presentation order."""
+        if self.origin is None:
+            self.origin = min(p.pts for p in group)  # type: ignore[type-var]
+        shown = sorted(p.pts for p in group[:cut])  # type: ignore[type-var]
+        times = tuple(float((pts - self.origin) * self.time_base) for pts in shown[start:cut])
+        return Segment(data=_remux(group[:cut], self.stream, self.container), container=self.container,
+                       codec=self.codec, first_index=self.next_index + start, times=times, skip=start,
+                       width=self.width, height=self.height)  # fmt: skip
+
     def _close(self) -> list[Segment]:
-        group, self._group = self._group, []
-        assert self.origin is not None
-        order = sorted(range(len(group)), key=lambda i: group[i].pts)
-        times = [float((group[i].pts - self.origin) * self.time_base) for i in order]
-        segments, start = [], 0
-        for cut in _closed_prefixes(group, self.max_frames):
-            data = _remux(group[:cut], self.stream, self.container)
-            segments.append(Segment(data=data, container=self.container, codec=self.codec,
-                                    first_index=self.next_index + start, times=tuple(times[start:cut]), skip=start,
-                                    width=self.width, height=self.height))  # fmt: skip
+        group, start = _filled(self._group, self.step), self._sent
+        self._group, self._sent = [], 0
+        segments = []
+        for cut in _closed_prefixes(group, self.max_frames, start):
+            segments.append(self._piece(group, start, cut))
             start = cut
         self.next_index += len(group)
         return segments

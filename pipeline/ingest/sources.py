@@ -280,9 +280,12 @@ class VideoSource(Source):
                     return
                 for segment in segmenter.push(packet):
                     yield CapturedSegment(self.camera_id, self.vehicle_id, segment, offset, stream_epoch=epoch)
+        except Exception as exc:  # FFmpeg's errors when a stream breaks (server gone, network): keep what came
+            self.errors += 1
+            log.warning("camera %s: stream %s broke: %s", self.camera_id, self.uri, exc)
         finally:
             self.skipped_packets += segmenter.skipped_before_keyframe
-        for segment in segmenter.flush():  # end of file or stream: the group in progress is complete
+        for segment in segmenter.flush():  # end of file or stream: the group so far decodes from its keyframe
             yield CapturedSegment(self.camera_id, self.vehicle_id, segment, offset, stream_epoch=epoch)
 
     def _decoded(self, container: object, stream: object, epoch: int, offset: float) -> Iterator[CapturedFrame]:
