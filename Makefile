@@ -14,13 +14,20 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BROWSER := $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
 # openssl makes the throw-away certificates of the TLS broker in the security tests
 OPENSSL := $(shell command -v openssl)
+# GStreamer's RTSP server (run by the system Python) publishes clips as live cameras in the RTSP tests
+RTSP_OK := $(shell /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null && echo yes)
+RTSP_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 ifeq ($(BROWSER),)
 	$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium
 endif
 ifeq ($(OPENSSL),)
 	$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends openssl
+endif
+ifneq ($(RTSP_OK),yes)
+	$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(RTSP_PACKAGES)
 endif
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

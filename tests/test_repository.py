@@ -36,7 +36,7 @@ def check_repository(root: Path, spec: contract.ModelSpec, target: str) -> None:
     configs = {name: parse(root / name / "config.pbtxt") for name in io}
     for name, cfg in configs.items():
         assert cfg.name == name
-        assert cfg.max_batch_size == contract.MAX_BATCH
+        assert cfg.max_batch_size == (0 if name in contract.NON_BATCHING else contract.MAX_BATCH)
         assert tensors(cfg.input) == expected(io[name].inputs), name
         assert tensors(cfg.output) == expected(io[name].outputs), name
         assert (root / name / "1").is_dir()
@@ -46,24 +46,29 @@ def check_repository(root: Path, spec: contract.ModelSpec, target: str) -> None:
         "sparseinst": "tensorrt_plan" if target == "gpu" else "python",
         "postprocess": "python",
         "sparseinst_pipeline": "ensemble",
+        "preprocess_video": "python",  # both profiles: DALI (NVDEC on GPU) or FFmpeg inside, per segment
+        "sparseinst_video": "ensemble",
     }
+    assert configs["preprocess_video"].parameters["device"].string_value == target
     for name in ("preprocess", "sparseinst"):
         batching = configs[name].dynamic_batching
         assert (name == "preprocess" and target == "cpu") or list(batching.preferred_batch_size) == [4, 8]
     # Versions: the network loads every version folder; the ensemble pins the repository's first version.
     assert configs["sparseinst"].version_policy.HasField("all")
-    pins = {step.model_name: step.model_version for step in configs[contract.ENSEMBLE].ensemble_scheduling.step}
-    assert pins == {"preprocess": -1, "sparseinst": 1, "postprocess": -1}
-    # The ensemble's wiring: every step input is an ensemble input or an earlier step's output,
-    # and names exist on the models they are mapped to.
-    available = {t.name for t in io[contract.ENSEMBLE].inputs}
-    for step in configs[contract.ENSEMBLE].ensemble_scheduling.step:
-        model = io[step.model_name]
-        assert set(step.input_map) == {t.name for t in model.inputs}
-        assert set(step.input_map.values()) <= available
-        assert set(step.output_map) <= {t.name for t in model.outputs}
-        available |= set(step.output_map.values())
-    assert {t.name for t in io[contract.ENSEMBLE].outputs} <= available
+    for ensemble, first in ((contract.ENSEMBLE, "preprocess"), (contract.VIDEO_ENSEMBLE, "preprocess_video")):
+        steps = configs[ensemble].ensemble_scheduling.step
+        assert {step.model_name: step.model_version for step in steps} == {first: -1, "sparseinst": 1,
+                                                                          "postprocess": -1}  # fmt: skip
+        # The wiring: every step input is an ensemble input or an earlier step's output,
+        # and names exist on the models they are mapped to.
+        available = {t.name for t in io[ensemble].inputs}
+        for step in steps:
+            model = io[step.model_name]
+            assert set(step.input_map) == {t.name for t in model.inputs}
+            assert set(step.input_map.values()) <= available
+            assert set(step.output_map) <= {t.name for t in model.outputs}
+            available |= set(step.output_map.values())
+        assert {t.name for t in io[ensemble].outputs} <= available
 
 
 def test_the_committed_gpu_repository_is_the_rendered_one(spec):
@@ -79,7 +84,9 @@ def test_rendered_profiles_parse_and_match_the_contract(tmp_path, spec, target):
     write_repository(tmp_path, spec, target)
     check_repository(tmp_path, spec, target)
     python_models = sorted(p.parent.parent.name for p in tmp_path.glob("*/1/model.py"))
-    assert python_models == (["postprocess", "preprocess", "sparseinst"] if target == "cpu" else ["postprocess"])
+    expected = ["postprocess", "preprocess", "preprocess_video", "sparseinst"] if target == "cpu" else [
+        "postprocess", "preprocess_video"]  # fmt: skip
+    assert python_models == expected
 
 
 def test_an_official_size_model_gets_its_own_input_and_output_dims():

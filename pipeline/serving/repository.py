@@ -1,16 +1,20 @@
 """Render the Triton model repository for a target profile from one description.
 
-Both profiles have the same four models with the same tensors (``pipeline.serving.contract``):
+Both profiles have the same six models with the same tensors (``pipeline.serving.contract``):
 
-=============  ===========================================  ===========================================
-model          gpu (production, NGC Triton image)           cpu (local, the ``nvidia-pytriton`` server)
-=============  ===========================================  ===========================================
-preprocess     DALI backend, ``model.dali`` (nvJPEG)        Python backend running the same DALI
-                                                            pipeline on DALI's CPU operators
-sparseinst     ``tensorrt_plan``, ``model.plan``            Python backend, ONNX Runtime, ``model.onnx``
-postprocess    Python backend (numpy)                       the same
-ensemble       ``sparseinst_pipeline``                      the same
-=============  ===========================================  ===========================================
+================  ===========================================  ===========================================
+model             gpu (production, NGC Triton image)           cpu (local, the ``nvidia-pytriton`` server)
+================  ===========================================  ===========================================
+preprocess        DALI backend, ``model.dali`` (nvJPEG)        Python backend running the same DALI
+                                                               pipeline on DALI's CPU operators
+preprocess_video  Python backend: DALI ``mixed`` video         Python backend: DALI's CPU video decoder
+                  decoder (NVDEC), then the same resize        (VP8/VP9/MJPEG) or FFmpeg (H.264/H.265),
+                                                               then the same DALI resize
+sparseinst        ``tensorrt_plan``, ``model.plan``            Python backend, ONNX Runtime, ``model.onnx``
+postprocess       Python backend (numpy)                       the same
+ensembles         ``sparseinst_pipeline`` (JPEG batches),      the same
+                  ``sparseinst_video`` (one segment)
+================  ===========================================  ===========================================
 
 Versions: ``sparseinst`` loads every version folder it has (``version_policy: all``), and each
 ensemble pins the network version it runs: ``sparseinst_pipeline`` pins the version the

@@ -1,0 +1,3 @@
+"""Triton Python-backend model: see pipeline.serving.backends.preprocess_video."""
+
+from pipeline.serving.backends.preprocess_video import TritonPythonModel  # noqa: F401
