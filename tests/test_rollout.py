@@ -431,3 +431,59 @@ def test_replay_of_the_live_version_reproduces_its_event_ids_and_the_damaged_one
         "same_version_differences": same.diff.differences,
         **{k: v for k, v in bad.diff.summary().items() if k != "by_type_and_camera"},
     }
+
+
+def test_video_cameras_follow_a_rollout_by_segment_and_replay_decodes_their_archived_segments(
+    kafka, server, repo, topics, tmp_path
+):
+    """Canary per camera, shadow per segment, the archive keeps segments and replay sends them back."""
+    from pipeline.ingest.sources import VideoSource
+    from pipeline.rollout.ops import decide_by_hand
+    from pipeline.serving import contract
+    from tests.test_video import H264, VIDEOS, clip_head
+
+    if not VIDEOS.is_dir():
+        pytest.skip("the shared media folder is not next to this checkout")
+    state = start_rollout(kafka.bootstrap, topics, canary_share=0.5, shadow_share=1.0, repository=repo,
+                          weights=SHIPPED_WEIGHTS, triton_http=server.http_url, control_key=CONTROL_KEY)  # fmt: skip
+    try:
+        names = [f"vid-{i}" for i in range(32)]
+        live_cam = next(c for c in names if not state.serves_candidate(c))
+        canary_cam = next(c for c in names if state.serves_candidate(c))
+        clip = str(clip_head(H264, tmp_path / "h264.mp4", 40))
+        follower = RolloutFollower(kafka.bootstrap, topics.rollout_state, refresh_s=0.5).start()
+        publisher = DetectionPublisher(kafka.bootstrap, topics.detections)
+        runner = IngestRunner([VideoSource(cam, clip, vehicle_id="veh-video") for cam in (live_cam, canary_cam)],
+                              ClientConfig(url=server.grpc_url, timeout_s=120), publisher, rollout=follower,
+                              archive_every=1, topics=topics)  # fmt: skip
+        try:
+            stats = runner.run()
+        finally:
+            follower.stop()
+            publisher.close()
+    finally:
+        decide_by_hand(kafka.bootstrap, topics, "rollback", "test: video routing checked")
+    assert dict(stats.published) == dict(stats.frames_read) == {live_cam: 40, canary_cam: 40}
+    frames = [f for f in detections_of(kafka, topics, "veh-video") if not f.end_of_stream]
+    assert len({(f.camera_id, f.frame_index) for f in frames}) == len(frames) == 80
+    made_by = {(f.camera_id, f.model_name, f.model_version) for f in frames}
+    live_video = contract.video_ensemble(state.live_ensemble)
+    candidate_video = contract.video_ensemble(state.candidate_ensemble)
+    assert made_by == {(live_cam, live_video, str(state.live_version)),
+                       (canary_cam, candidate_video, str(state.candidate_version))}  # fmt: skip
+    shadowed = [r for r in read_topic(kafka.bootstrap, topics.shadow, ShadowResult, committed=False)
+                if r.rollout_id == state.rollout_id]  # fmt: skip
+    assert sorted(r.frame_index for r in shadowed) == list(range(40))  # every live frame, segment by segment
+    assert all(r.camera_id == live_cam and r.candidate is not None for r in shadowed)
+
+    archived = [a for a in read_archive(kafka.bootstrap, topics.archive) if a.camera_id == live_cam]
+    assert sum(a.frames for a in archived if a.segment is not None) == 40
+    replay = run_replay(kafka.bootstrap, topics, archived, grpc_url=server.grpc_url, version=state.live_version,
+                        tag="video", rules=RULES)  # fmt: skip
+    replayed = [d for d in replay.detections if not d.end_of_stream]
+    live = sorted((f for f in frames if f.camera_id == live_cam), key=lambda f: f.frame_index)
+    assert [d.frame_index for d in replayed] == [f.frame_index for f in live]
+    assert [d.model_name for d in replayed] == [live_video] * 40
+    for again, first in zip(replayed, live):  # the same segments decoded again: the same answers
+        assert [(d.class_id, d.mask.counts) for d in again.instances] == [(d.class_id, d.mask.counts)
+                                                                         for d in first.instances]  # fmt: skip
