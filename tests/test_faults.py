@@ -475,6 +475,46 @@ def test_a_thousand_malformed_messages_go_to_the_dead_letter_topic_and_the_good_
            published=f"{len(good)} good + 1000 dead letters", dropped="none", events=events)  # fmt: skip
 
 
+def test_triton_killed_mid_stream_with_video_cameras_publishes_every_frame_of_every_segment_once(
+    cluster, cpu_repository, tmp_path
+):
+    from pipeline.ingest.sources import VideoSource
+    from pipeline.local.triton import LocalTriton, LocalTritonConfig
+    from tests.test_video import H264, VIDEOS, VP9, clip_head
+
+    if not VIDEOS.is_dir():
+        pytest.skip("the shared media folder is not next to this checkout")
+    conn = conn_of(cluster)
+    topics = new_topics(conn, SPEC)
+    cameras = [VideoSource("vid-h264", str(clip_head(H264, tmp_path / "a.mp4", 60)), vehicle_id="veh-v"),
+               VideoSource("vid-vp9", str(clip_head(VP9, tmp_path / "b.webm", 40)), vehicle_id="veh-v",
+                           max_segment_frames=10)]  # fmt: skip
+    server = LocalTriton(LocalTritonConfig(model_repository=cpu_repository)).start()
+    try:
+        with running_consumer(conn, topics, RULES) as proc:
+            publisher = DetectionPublisher(conn, topics.detections)
+            client = ClientConfig(url=server.grpc_url, retries=20, segment_timeout_s=60)
+            runner = IngestRunner(cameras, client, publisher, max_batch=8)
+            worker = stream_in_thread(runner)
+            wait_for(lambda: published(runner) >= 20, 120, "20 frames published")
+            server.kill()  # SIGKILL with segments in flight
+            time.sleep(1.0)
+            server.start()
+            worker.join(timeout=240)
+            publisher.close()
+            stats = runner.stats
+            frames = frames_on(conn, topics)
+            events = finish(conn, topics, proc, frames)
+    finally:
+        server.stop()
+    read, acked = sum(stats.frames_read.values()), sum(stats.published.values())
+    assert read == acked == 100 and not any(stats.dropped.values()), stats.dropped
+    assert_unique_frames(frames)
+    assert {f.model_name for f in frames if not f.end_of_stream} == {"sparseinst_video"}
+    record("Triton SIGKILLed mid-stream with video cameras (segments), restarted", read=read, published=acked,
+           dropped=stats.dropped, events=events)  # fmt: skip
+
+
 def test_a_live_camera_behind_drops_its_oldest_frames_and_counts_them(cluster, triton):
     conn = conn_of(cluster)
     topics = new_topics(conn, SPEC)
