@@ -71,6 +71,24 @@ def test_demo_writes_a_report_and_a_summary(tmp_path):
     assert report.count('class="overlay"') >= 4 and "event timeline" in report
 
 
+def test_demo_with_video_files_sends_segments_and_says_which_decoder_each_camera_used(tmp_path):
+    from tests.test_video import H264, VIDEOS, VP9, clip_head
+
+    if not VIDEOS.is_dir():
+        pytest.skip("the shared media folder is not next to this checkout")
+    clips = [clip_head(H264, tmp_path / "h264.mp4", 40), clip_head(VP9, tmp_path / "vp9.webm", 30)]
+    summary = tmp_path / "summary.json"
+    out = run_cli("demo", "--source", str(clips[0]), "--source", str(clips[1]), "--out", str(tmp_path / "demo"),
+                  "--summary-json", str(summary))  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(summary.read_text())
+    assert figures["frames_read"] == figures["frames_published"] == 70
+    assert [(s["transport"], s["codec"]) for s in figures["sources"]] == [("segments", "h264"), ("segments", "vp9")]
+    assert figures["segments_by_decoder"] == {"cam-0": {"ffmpeg": 2}, "cam-1": {"dali-cpu": 1}}
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert report.count('class="overlay"') >= 2  # frames decoded from their segments for the report
+
+
 @pytest.mark.slow
 def test_an_exported_coco_set_evaluates_through_the_coco_path(tmp_path):
     out = run_cli("data", "export-coco", "--seed", "31", "--num-images", "4", "--out", str(tmp_path))
