@@ -73,6 +73,12 @@ def ingest_collector(runner: IngestRunner) -> _Collector:
                                     buckets=cumulative, sum_value=total_s)  # fmt: skip
         yield GaugeMetricFamily("sparseinst_ingest_frames_queued", "frames waiting for inference",
                                 value=runner.queues.pending())  # fmt: skip
+        m = CounterMetricFamily("sparseinst_ingest_segments", "video segments answered, by the decoder the server "
+                                "used", labels=["camera", "decoder"])  # fmt: skip
+        for cam, decoders in sorted(list(runner.decoders.items())):
+            for decoder, n in sorted(dict(decoders).items()):
+                m.add_metric([cam, decoder], n)
+        yield m
 
     return _Collector(collect)
 

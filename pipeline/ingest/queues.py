@@ -74,8 +74,9 @@ class CameraQueues:
             return batch
 
     def pending(self) -> int:
+        """Frames waiting (a segment counts its frames)."""
         with self._cv:
-            return sum(len(q) for q in self._queues.values())
+            return sum(item.frames for q in self._queues.values() for item in q)
 
     def drain(self) -> list[Captured]:
         """Remove and return every waiting frame."""
