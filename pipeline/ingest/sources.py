@@ -132,9 +132,11 @@ class Source(abc.ABC):
     def stop(self) -> None:
         self._stop.set()
 
+    transport = "jpeg"  # what the source sends: JPEG frames, or (video cameras) encoded segments
+
     def describe(self) -> dict:
         return {"cameras": self.camera_ids, "state": self.state.value, "errors": self.errors,
-                "reconnects": self.reconnects}  # fmt: skip
+                "reconnects": self.reconnects, "transport": self.transport}  # fmt: skip
 
 
 class SyntheticVehicle(Source):
@@ -206,7 +208,7 @@ class VideoSource(Source):
         return [self.camera_id]
 
     def describe(self) -> dict:
-        return {**super().describe(), "transport": self.transport, "codec": self.codec, "epochs": self.epochs,
+        return {**super().describe(), "codec": self.codec, "epochs": self.epochs,
                 "packets_before_keyframe": self.skipped_packets}  # fmt: skip
 
     def _open(self) -> object | None:
