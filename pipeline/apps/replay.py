@@ -22,7 +22,6 @@ from tqdm import tqdm
 from consumers.camera import CameraStep
 from consumers.rules import RulesFile
 from pipeline.archive import ArchivedFrame
-from pipeline.errors import InvalidRequestError
 from pipeline.event_diff import EventDiff, diff_events, write_diff_report
 from pipeline.ingest.refusals import RefusedFrames
 from pipeline.kafka.connection import KafkaConnection
@@ -61,10 +60,7 @@ async def _segment(client: SegmentationClient, f: ArchivedFrame) -> list[FrameDe
     """An archived segment's frames, one answer each (all refused when the server refuses the segment)."""
     assert f.segment is not None
     ids = tuple(FrameId(f.camera_id, f.frame_index + i, t, f.vehicle_id) for i, t in enumerate(f.segment.times))
-    try:
-        return list((await client.infer_segment(VideoSegment(f.segment.data, f.segment.skip, ids)))[0])
-    except InvalidRequestError as exc:
-        return [FrameFailure(i, f"segment refused: {exc}") for i in ids]  # type: ignore[arg-type]
+    return (await client.infer_segment_isolating(VideoSegment(f.segment.data, f.segment.skip, ids)))[0]
 
 
 async def _infer(client_config: ClientConfig, frames: Iterable[ArchivedFrame], max_batch: int, result: ReplayResult,

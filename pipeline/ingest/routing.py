@@ -15,7 +15,6 @@ from pipeline.ingest.sources import Captured, CapturedFrame, CapturedSegment
 from pipeline.messages import FrameDetections, ShadowResult
 from pipeline.publish import DetectionPublisher
 from pipeline.serving.client import FrameFailure
-from pipeline.serving.contract import video_ensemble
 
 
 class Route(Protocol):
@@ -50,7 +49,7 @@ class Planned:
     """One request of a batch: frames for one ensemble, and which of them the candidate also sees (shadow).
 
     A segment's request names the image ensemble of its version (``ensemble``); it is sent to the
-    segment ensemble pinned to the same version (:attr:`target`). Its ``frames`` are the segment's.
+    segment ensemble pinned to the same version. Its ``frames`` are the segment's.
     """
 
     frames: list[CapturedFrame]
@@ -59,10 +58,6 @@ class Planned:
     candidate: bool = False  # canary frames served by the candidate (live answers them if it fails)
     shadow: list[CapturedFrame] = field(default_factory=list)
     segment: CapturedSegment | None = None
-
-    @property
-    def target(self) -> str:
-        return self.ensemble if self.segment is None else video_ensemble(self.ensemble)
 
 
 def plan(batch: list[Captured], route: Route | None, default_ensemble: str) -> list[Planned]:

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.archive import FrameArchive
-from pipeline.errors import BadAnswerError, InferenceError, InvalidRequestError
+from pipeline.errors import BadAnswerError, InferenceError
 from pipeline.ingest.pacing import Pacer
 from pipeline.ingest.queues import CameraQueues
 from pipeline.ingest.refusals import RefusedFrames
@@ -249,13 +249,10 @@ class IngestRunner:
 
     async def _ask_segment(self, ensemble: str, frames: Sequence[CapturedFrame], captured: CapturedSegment) -> list:
         ids = tuple(FrameId(f.camera_id, f.frame_index, f.capture_time, f.vehicle_id) for f in frames)
-        try:
-            results, decoder = await self._client(ensemble).infer_segment(
-                VideoSegment(captured.segment.data, captured.segment.skip, ids)
-            )
-        except InvalidRequestError as exc:  # the server refused the segment: every frame of it is refused
-            return [FrameFailure(i, f"segment refused: {exc}") for i in ids]  # type: ignore[arg-type]
-        self.decoders.setdefault(captured.camera_id, Counter())[decoder] += 1
+        segment = VideoSegment(captured.segment.data, captured.segment.skip, ids)
+        results, decoder = await self._client(ensemble).infer_segment_isolating(segment)
+        if decoder is not None:
+            self.decoders.setdefault(captured.camera_id, Counter())[decoder] += 1
         return results
 
     def _send(self, batch: list[Captured]) -> list[_Request]:

@@ -83,7 +83,7 @@ class VideoSegment:
 class FrameFailure:
     """A frame the server refused, and why (returned by :meth:`SegmentationClient.infer_isolating`)."""
 
-    frame: Frame
+    frame: Frame | FrameId
     reason: str
 
 
@@ -229,6 +229,16 @@ class SegmentationClient:
         decoder = decoder.decode() if isinstance(decoder, bytes) else str(decoder)
         version = await self.network_version() or response.model_version
         return decode_results(arrays, segment.frames, response.model_name, version), decoder
+
+    async def infer_segment_isolating(self, segment: VideoSegment
+                                      ) -> tuple[list[FrameDetections | FrameFailure], str | None]:  # fmt: skip
+        """Like :meth:`infer_segment`, but a refused segment gives one :class:`FrameFailure` per frame (and
+        no decoder) instead of raising."""
+        try:
+            results, decoder = await self.infer_segment(segment)
+        except InvalidRequestError as exc:
+            return [FrameFailure(f, f"segment refused: {exc}") for f in segment.frames], None
+        return list(results), decoder
 
     async def network_version(self) -> str | None:
         """The ``sparseinst`` version the ensemble pins (read once from the server); None if it pins none."""
