@@ -20,7 +20,7 @@ from pipeline.kafka.connection import KafkaConnection, KafkaSecurity
 from pipeline.kafka.topics import Topics, TopicSpec
 from pipeline.messages import FrameLimits
 from pipeline.paths import default_cache
-from pipeline.secret_files import read_secret
+from pipeline.secret_files import not_both, value_or_file
 from pipeline.serving import contract
 
 TOPIC_NAME = r"^[A-Za-z0-9._-]{1,200}$"
@@ -68,18 +68,11 @@ class TritonSettings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _one_key(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("control_key") is not None and data.get("control_key_file") is not None:
-            raise ValueError("set control_key or control_key_file, not both")
-        return data
+        return not_both(data, "control_key", "control_key_file")
 
     def key(self) -> SecretStr | None:
         """The model-control key, read from ``control_key_file`` when it is needed."""
-        if self.control_key_file is None:
-            return self.control_key
-        try:
-            return read_secret(self.control_key_file)
-        except ValueError as exc:
-            raise ConfigError(f"triton.control_key_file: {exc}") from None
+        return value_or_file(self.control_key, self.control_key_file, "triton.control_key_file", ConfigError)
 
 
 class LocalSettings(BaseModel):

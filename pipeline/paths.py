@@ -21,16 +21,20 @@ def default_cache() -> Path:
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-def checked_file(path: str | Path, *, what: str, max_bytes: int, suffixes: tuple[str, ...] = ()) -> Path:
-    """``path`` if it is a regular file of at most ``max_bytes`` with one of ``suffixes``; else a clear error."""
+def checked_file(path: str | Path, *, what: str, max_bytes: int, suffixes: tuple[str, ...] = (),
+                 inside_folder: bool = False, error: type[Exception] = ConfigError) -> Path:  # fmt: skip
+    """``path`` if it is a regular file of at most ``max_bytes`` with one of ``suffixes`` (and, with
+    ``inside_folder``, not a link leading out of its folder); else ``error`` saying which check failed."""
     p = Path(path)
+    if inside_folder and p.is_symlink() and not p.resolve().is_relative_to(p.parent.resolve()):
+        raise error(f"{what} {p} is a link to {p.resolve()}, outside its folder: give the file itself")
     if suffixes and p.suffix.lower() not in suffixes:
-        raise ConfigError(f"{what} {p}: expected a {' or '.join(suffixes)} file")
+        raise error(f"{what} {p}: expected a {' or '.join(suffixes)} file")
     if not p.is_file():
-        raise ConfigError(f"{what} {p}: not found or not a regular file")
+        raise error(f"{what} {p}: not found or not a regular file")
     size = p.stat().st_size
     if size > max_bytes:
-        raise ConfigError(f"{what} {p}: {size} bytes, more than the {max_bytes} allowed")
+        raise error(f"{what} {p}: {size / 1024**2:.1f} MiB, more than the {max_bytes / 1024**2:.1f} MiB allowed")
     return p
 
 

@@ -686,7 +686,7 @@ def test_a_sink_killed_and_restarted_neither_loses_nor_duplicates_rows(kafka, tm
 
 
 def test_rollout_start_refuses_candidate_files_that_are_links_out_large_or_not_files(tmp_path):
-    from pipeline.serving.versions import CandidateError, checked_file
+    from pipeline.serving.versions import CandidateError, candidate_file
 
     outside, folder = tmp_path / "outside", tmp_path / "candidates"
     outside.mkdir()
@@ -695,12 +695,12 @@ def test_rollout_start_refuses_candidate_files_that_are_links_out_large_or_not_f
     (folder / "model.onnx").write_bytes(b"x" * 100)
     (folder / "link.onnx").symlink_to(outside / "secret.onnx")
     (folder / "local-link.onnx").symlink_to(folder / "model.onnx")
-    assert checked_file(folder / "model.onnx", "ONNX file") == folder / "model.onnx"
-    assert checked_file(folder / "local-link.onnx", "ONNX file") is not None
+    assert candidate_file(folder / "model.onnx", "ONNX file") == folder / "model.onnx"
+    assert candidate_file(folder / "local-link.onnx", "ONNX file") is not None
     for path, limit, message in ((folder / "link.onnx", 10**9, "outside its folder"), (folder, 10**9, "not a regular"),
                                  (folder / "model.onnx", 10, "more than")):  # fmt: skip
         with pytest.raises(CandidateError, match=message):
-            checked_file(path, "ONNX file", max_bytes=limit)
+            candidate_file(path, "ONNX file", max_bytes=limit)
 
 
 @pytest.mark.slow

@@ -175,7 +175,8 @@ class VideoSource(Source):
     """A video file (as fast as possible, or paced) or a live stream URL (paced, reconnecting), as segments.
 
     Each connection to a stream is a new stream epoch: its frame indices start again at 0 (the
-    consumers treat it as a restarted camera); capture times are seconds since the source started. ``transport`` says what the camera sends:
+    consumers treat it as a restarted camera); capture times are seconds since the source started.
+    ``transport`` says what the camera sends:
     ``segments`` (the encoded stream, decoded in Triton) or ``jpeg`` (decoded here and re-encoded:
     asked for, for a server without the segment ensemble, or forced by a codec that cannot travel
     as segments).

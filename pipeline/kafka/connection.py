@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from pipeline.errors import KafkaUnavailableError
-from pipeline.secret_files import read_secret
+from pipeline.secret_files import not_both, value_or_file
 
 Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 Mechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
@@ -40,9 +40,7 @@ class KafkaSecurity(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _one_password(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("password") is not None and data.get("password_file") is not None:
-            raise ValueError("set password or password_file, not both")
-        return data
+        return not_both(data, "password", "password_file")
 
     @model_validator(mode="after")
     def _complete(self) -> KafkaSecurity:
@@ -56,13 +54,10 @@ class KafkaSecurity(BaseModel):
 
     def secret(self) -> SecretStr:
         """The password, read from ``password_file`` when a client is built (a rotated secret is picked up)."""
-        if self.password is not None:
-            return self.password
-        assert self.password_file is not None
-        try:
-            return read_secret(self.password_file)
-        except ValueError as exc:
-            raise KafkaUnavailableError(f"kafka.security.password_file: {exc}") from None
+        secret = value_or_file(self.password, self.password_file, "kafka.security.password_file",
+                               KafkaUnavailableError)  # fmt: skip
+        assert secret is not None  # SASL without either is refused when the settings load
+        return secret
 
     @property
     def sasl(self) -> bool:

@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from pipeline.errors import PipelineError
+from pipeline.paths import checked_file
 from pipeline.serving import contract
 from pipeline.serving.control import control_headers
 from pipeline.serving.repository import FIRST_VERSION, PYTHON_MODELS, read_spec, render_ensemble
@@ -95,28 +96,19 @@ def check_onnx(path: Path, spec: contract.ModelSpec) -> None:
 MAX_CANDIDATE_BYTES = 4 * 1024**3  # an official R-50 ONNX file is about 130 MB; a plan is of the same order
 
 
-def checked_file(path: Path | None, what: str, max_bytes: int = MAX_CANDIDATE_BYTES) -> Path | None:
-    """``path`` if it is a regular file of at most ``max_bytes``, not a link leading out of its folder."""
+def candidate_file(path: Path | None, what: str, max_bytes: int = MAX_CANDIDATE_BYTES) -> Path | None:
+    """A candidate's file, if given: a regular file within the size limit, not a link out of its folder."""
     if path is None:
         return None
-    path = Path(path)
-    if path.is_symlink() and not path.resolve().is_relative_to(path.parent.resolve()):
-        raise CandidateError(f"{what} {path} is a link to {path.resolve()}, outside its folder: give the file itself")
-    if not path.is_file():
-        raise CandidateError(f"{what} {path} is not a regular file")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise CandidateError(f"{what} {path} is {size / 1024**2:.0f} MiB, more than the {max_bytes / 1024**2:.0f} MiB "
-                             "a candidate may be")  # fmt: skip
-    return path
+    return checked_file(path, what=what, max_bytes=max_bytes, inside_folder=True, error=CandidateError)
 
 
 def stage_candidate(repository: Path, *, weights: Path | None = None, onnx: Path | None = None,
                     plan: Path | None = None, arch: str | None = None) -> StagedVersion:  # fmt: skip
     """Add a candidate as the next network version with its own ensemble; nothing is loaded yet."""
     repository = Path(repository)
-    weights, onnx = checked_file(weights, "checkpoint"), checked_file(onnx, "ONNX file")
-    plan = checked_file(plan, "TensorRT plan")
+    weights, onnx = candidate_file(weights, "checkpoint"), candidate_file(onnx, "ONNX file")
+    plan = candidate_file(plan, "TensorRT plan")
     spec = read_spec(repository)
     target = repository_target(repository)
     if (weights is None) == (onnx is None):
