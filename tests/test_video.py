@@ -268,3 +268,28 @@ def test_video_cameras_stream_as_segments_and_every_frame_is_published_once(kafk
     assert all(a.segment is not None and a.jpeg == b"" for a in archived)
     first = next(a for a in archived if a.camera_id == "cam-h264")
     assert len(decode_segment(first.segment)) == first.frames == 30  # archived segments decode on their own
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("path", [H264, VP9], ids=["h264", "vp9"])
+def test_the_gpu_video_step_decodes_segments_with_nvdec_like_the_cpu_profile(path):
+    """The GPU profile's ``preprocess_video`` pipeline (DALI ``mixed`` decoder) against the CPU profile's."""
+    from dali.preprocess import build_pipeline
+    from pipeline.serving.repository import preprocess_params, spec_for_checkpoint
+
+    params = preprocess_params(spec_for_checkpoint()[0])
+    segment = list(iter_segments(str(path), max_frames=8))[1]
+    outputs = {}
+    for device in ("gpu", "cpu") if path == VP9 else ("gpu",):  # DALI's CPU decoder refuses H.264
+        pipe = build_pipeline(device, params, batch_size=1, device_id=0 if device == "gpu" else None, source="video")
+        pipe.build()
+        pipe.feed_input("segment", [np.frombuffer(segment.data, np.uint8)])
+        pipe.feed_input("skip", [np.array([segment.skip], np.int32)])
+        images, original, resized = (o.as_cpu() if hasattr(o, "as_cpu") else o for o in pipe.run())
+        outputs[device] = images.as_array()[0], original.as_array()[0], resized.as_array()[0]
+    gpu = outputs["gpu"]
+    assert gpu[0].shape == (segment.frames, 3, 384, 640)
+    assert list(gpu[1]) == [segment.height, segment.width] and float(gpu[0].std()) > 0.1
+    if path == VP9:  # NVDEC and the software decoder differ by rounding only
+        cpu = outputs["cpu"]
+        assert list(cpu[1]) == list(gpu[1]) and float(np.abs(gpu[0] - cpu[0]).mean()) < 0.05
