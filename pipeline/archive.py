@@ -12,6 +12,7 @@ frames archived without sampling (``ingest.archive_every: 1``): the tracker need
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,6 +24,8 @@ from pipeline.publish import DetectionPublisher
 
 if TYPE_CHECKING:
     from pipeline.ingest.sources import CapturedSegment
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,11 +106,17 @@ def read_archive(conn: KafkaConnection | str, topic: str, *, since_ms: int | Non
                  cameras: set[str] | None = None) -> Iterator[ArchivedFrame]:  # fmt: skip
     """Archived frames with ``since_ms <= timestamp < until_ms`` (all when unset), each camera in order.
 
-    Reads up to the end the archive had when the call began.
+    Reads up to the end the archive had when the call began. A record that is not an archived
+    frame (headers missing or malformed: written by something else) is skipped with a warning.
     """
     for record in scan(conn, topic, since_ms=since_ms, client_id="sparseinst-replay"):
         if until_ms is not None and record.timestamp >= until_ms:
             continue
-        frame = _frame(record)
+        try:
+            frame = _frame(record)
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            log.warning("%s partition %d offset %d is not an archived frame (%s: %s); skipped", topic,
+                        record.partition, record.offset, type(exc).__name__, exc)  # fmt: skip
+            continue
         if cameras is None or frame.camera_id in cameras:
             yield frame

@@ -8,6 +8,7 @@ ensemble on the very frames its decoder produced (FFmpeg for H.264, DALI's CPU d
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import av
@@ -236,13 +237,17 @@ def test_video_cameras_stream_as_segments_and_every_frame_is_published_once(kafk
     from pipeline.ingest.sources import VideoSource
     from pipeline.messages import FrameDetections
     from pipeline.publish import DetectionPublisher
-    from tests.streams import new_topics, read_topic
+    from tests.streams import read_topic
 
     lengths = {"cam-h264": 45, "cam-vp9": 40}
     cameras = [VideoSource("cam-h264", str(clip_head(H264, tmp_path / "h264.mp4", 45)), vehicle_id="v1"),
                VideoSource("cam-vp9", str(clip_head(VP9, tmp_path / "vp9.webm", 40)), vehicle_id="v1",
                            max_segment_frames=16)]  # fmt: skip
-    topics = new_topics(kafka.bootstrap)
+    from pipeline.kafka.topics import Topics, ensure_topics
+
+    tag = uuid.uuid4().hex[:8]  # the archive too: not the session's shared default topic
+    topics = Topics(detections=f"vid-{tag}", events=f"vid-{tag}.events", archive=f"vid-{tag}.archive")
+    ensure_topics(kafka.bootstrap, topics)
     publisher = DetectionPublisher(kafka.bootstrap, topics.detections)
     runner = IngestRunner(cameras, ClientConfig(url=triton.grpc_url, timeout_s=120), publisher, max_batch=8,
                           archive_every=1, topics=topics)  # fmt: skip
@@ -293,3 +298,23 @@ def test_the_gpu_video_step_decodes_segments_with_nvdec_like_the_cpu_profile(pat
     if path == VP9:  # NVDEC and the software decoder differ by rounding only
         cpu = outputs["cpu"]
         assert list(cpu[1]) == list(gpu[1]) and float(np.abs(gpu[0] - cpu[0]).mean()) < 0.05
+
+
+@pytest.mark.slow
+def test_the_archive_reader_skips_records_that_are_not_archived_frames(kafka):
+    from kafka import KafkaProducer
+
+    from pipeline.archive import headers_of, read_archive
+
+    topic = f"archive-{uuid.uuid4().hex[:8]}"
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap)
+    producer.send(topic, key=b"cam-x", value=b"\xff" * 100)  # no headers: someone else's record
+    producer.send(
+        topic, key=b"cam-x", value=b"x", headers=[("segment", b"{not json"), *headers_of("cam-x", None, 1, 0, 0.0)]
+    )
+    producer.send(topic, key=b"cam-x", value=b"jpeg", headers=headers_of("cam-x", None, 1, 1, 0.1))
+    producer.flush()
+    producer.close()
+    assert [(a.camera_id, a.frame_index, a.jpeg) for a in read_archive(kafka.bootstrap, topic)] == [
+        ("cam-x", 1, b"jpeg")
+    ]
