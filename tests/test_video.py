@@ -205,7 +205,8 @@ def test_bench_ingest_reports_both_paths_on_a_1080p_clip(tmp_path):
     from pipeline.cli import main
 
     out = tmp_path / "ingest.json"
-    assert main(["bench", "ingest", "--clip", str(tmp_path / "clip.mp4"), "--seconds", "10", "--json", str(out)]) == 0
+    args = ["--source", str(H264), "--clip", str(tmp_path / "clip.mp4"), "--seconds", "10", "--json", str(out)]
+    assert main(["bench", "ingest", *args]) == 0
     figures = json.loads(out.read_text())
     size = (figures["ingest_frame_width"], figures["ingest_frame_height"], figures["ingest_frames"])
     assert size == (1920, 1080, 300)
