@@ -54,11 +54,11 @@ def test_up_starts_both_in_the_background_and_down_stops_them(tmp_path, cpu_repo
         pids = [info["kafka"]["pid"], info["triton"]["pid"]]
         # a second 'up' finds them running and starts nothing
         again = stack.up(settings)
-        assert [again["kafka"]["pid"], again["triton"]["pid"]] == pids
+        assert [again.kafka.pid, again.triton.pid] == pids
     finally:
         assert sorted(stack.down(settings)) == ["kafka", "triton"]
     after = stack.status(settings)
-    assert not after["kafka"]["running"] and not after["triton"]["running"]
+    assert not after.kafka.running and not after.triton.running
     assert not any(stack.pid_alive(pid) for pid in pids)  # gone (or a zombie awaiting its reaper)
 
 
@@ -71,9 +71,9 @@ def test_external_services_are_used_as_they_are(tmp_path, kafka, triton):
         local={"state_dir": str(tmp_path)},
     )
     info = stack.up(settings)
-    assert info["kafka_bootstrap"] == kafka.bootstrap and info["triton_grpc"] == triton.grpc_url
-    assert info["kafka"]["mode"] == info["triton"]["mode"] == "external"
-    assert info["kafka"]["running"] and info["triton"]["running"]
+    assert info.kafka_bootstrap == kafka.bootstrap and info.triton_grpc == triton.grpc_url
+    assert info.kafka.mode == info.triton.mode == "external"
+    assert info.running
     assert stack.read_state(settings) == {}  # nothing was started
     assert stack.down(settings) == []
 

@@ -12,8 +12,7 @@ from pipeline.cli.common import settings_of
 def cmd_up(args: argparse.Namespace) -> int:
     from pipeline.local.stack import up
 
-    info = up(settings_of(args))
-    print(json.dumps(info, indent=2))
+    print(up(settings_of(args)).model_dump_json(indent=2))
     return 0
 
 
@@ -30,13 +29,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     info = status(settings_of(args))
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(info.model_dump_json(indent=2))
     else:
-        for name, address in (("kafka", info["kafka_bootstrap"]), ("triton", info["triton_grpc"])):
-            entry = info[name]
-            state = "running" if entry["running"] else "not running"
-            print(f"{name:<7} {entry['mode']:<9} {state:<12} {address or '-'}")
-    return 0 if info["kafka"]["running"] and info["triton"]["running"] else 1
+        for name, entry, address in (("kafka", info.kafka, info.kafka_bootstrap),
+                                     ("triton", info.triton, info.triton_grpc)):  # fmt: skip
+            state = "running" if entry.running else "not running"
+            print(f"{name:<7} {entry.mode:<9} {state:<12} {address or '-'}")
+    return 0 if info.running else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

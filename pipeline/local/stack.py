@@ -15,7 +15,9 @@ import signal
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from pipeline.architectures import resolve_weights
 from pipeline.config import Settings
@@ -86,7 +88,7 @@ def ensure_repository(settings: Settings) -> Path:
     return repo
 
 
-def up(settings: Settings) -> dict[str, Any]:
+def up(settings: Settings) -> StackStatus:
     """Start the embedded services that are not configured as external, in the background."""
     state = read_state(settings)
     state_dir = settings.local.state_dir
@@ -164,12 +166,34 @@ def _reachable(address: str | None) -> bool:
 def with_embedded_addresses(settings: Settings) -> Settings:
     """``settings`` with the addresses of the services ``up`` started wherever none is configured."""
     info = status(settings)
-    kafka = settings.kafka.model_copy(update={"bootstrap": info["kafka_bootstrap"]})
-    triton = settings.triton.model_copy(update={"grpc_url": info["triton_grpc"], "http_url": info["triton_http"]})
+    kafka = settings.kafka.model_copy(update={"bootstrap": info.kafka_bootstrap})
+    triton = settings.triton.model_copy(update={"grpc_url": info.triton_grpc, "http_url": info.triton_http})
     return settings.model_copy(update={"kafka": kafka, "triton": triton})
 
 
-def status(settings: Settings) -> dict[str, Any]:
+class ServiceStatus(BaseModel):
+    mode: Literal["external", "embedded"]
+    running: bool  # answers on its address
+    pid: int | None = None  # of an embedded service
+    log: str | None = None
+    repository: str | None = None  # Triton's model repository (embedded)
+
+
+class StackStatus(BaseModel):
+    """Where the services are and whether each answers (``status --json`` prints it)."""
+
+    kafka_bootstrap: str | None
+    triton_http: str | None
+    triton_grpc: str | None
+    kafka: ServiceStatus
+    triton: ServiceStatus
+
+    @property
+    def running(self) -> bool:
+        return self.kafka.running and self.triton.running
+
+
+def status(settings: Settings) -> StackStatus:
     """Addresses (``kafka_bootstrap``, ``triton_http``, ``triton_grpc``) and whether each service answers."""
     state = read_state(settings)
     k, t = state.get("kafka", {}), state.get("triton", {})
@@ -178,14 +202,12 @@ def status(settings: Settings) -> dict[str, Any]:
     bootstrap = settings.kafka.bootstrap if kafka_external else k.get("bootstrap")
     grpc = settings.triton.grpc_url if triton_external else t.get("grpc")
     http = settings.triton.http_url if triton_external else t.get("http")
-    return {
-        "kafka_bootstrap": bootstrap,
-        "triton_http": http,
-        "triton_grpc": grpc,
-        "kafka": {"mode": "external" if kafka_external else "embedded", "running": _reachable(bootstrap),
-                  "pid": None if kafka_external else k.get("pid"), "log": k.get("log")},
-        "triton": {"mode": "external" if triton_external else "embedded",
-                   "running": _http_ready(http) if http else _reachable(grpc),
-                   "pid": None if triton_external else t.get("pid"), "log": t.get("log"),
-                   "repository": t.get("repository")},
-    }  # fmt: skip
+    return StackStatus(
+        kafka_bootstrap=bootstrap, triton_http=http, triton_grpc=grpc,
+        kafka=ServiceStatus(mode="external" if kafka_external else "embedded", running=_reachable(bootstrap),
+                            pid=None if kafka_external else k.get("pid"), log=k.get("log")),
+        triton=ServiceStatus(mode="external" if triton_external else "embedded",
+                             running=_http_ready(http) if http else _reachable(grpc),
+                             pid=None if triton_external else t.get("pid"), log=t.get("log"),
+                             repository=t.get("repository")),
+    )  # fmt: skip
