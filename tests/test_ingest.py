@@ -13,7 +13,8 @@ from pipeline import rle
 from pipeline.ingest.pacing import Pacer
 from pipeline.ingest.queues import CameraQueues
 from pipeline.ingest.routing import plan
-from pipeline.ingest.sources import CapturedFrame
+from pipeline.ingest.segments import Segment
+from pipeline.ingest.sources import CapturedFrame, CapturedSegment
 from pipeline.messages import Detection, FrameDetections, RleMask
 from pipeline.publish import fit_message
 
@@ -28,6 +29,31 @@ def test_a_live_camera_that_falls_behind_loses_its_oldest_frames_and_they_are_co
         q.put(frame("a", i), drop_oldest=True)
     assert q.dropped["a"] == 4
     assert [f.frame_index for f in q.take_batch(8)] == [4, 5, 6]
+
+
+def segment(cam: str, first: int, frames: int) -> CapturedSegment:
+    times = tuple((first + i) / 25 for i in range(frames))
+    return CapturedSegment(cam, None, Segment(b"mp4", "mp4", "h264", first, times, 0, 960, 540))
+
+
+def test_a_live_video_camera_behind_loses_whole_segments_oldest_first_counted_in_frames():
+    lost: list[tuple[str, int]] = []
+    q = CameraQueues(budget=2, on_drop=lambda cam, n: lost.append((cam, n)))
+    for first, n in ((0, 30), (30, 30), (60, 12), (72, 30)):
+        q.put(segment("cam", first, n), drop_oldest=True)
+    assert lost == [("cam", 30), ("cam", 30)] and q.dropped["cam"] == 60
+    assert q.pending() == 42  # frames, not segments
+    batch = q.take_batch(8)  # a segment is sent whole even past max_batch frames
+    assert [s.frame_index for s in batch] == [60]
+    refs = batch[0].frame_refs()
+    assert [(r.frame_index, r.capture_time, r.segment) for r in refs[:2]] == [(60, 2.4, batch[0]), (61, 2.44, batch[0])]
+
+
+def test_a_segment_is_one_request_and_frames_share_theirs():
+    planned = plan([frame("jpeg-cam", 0), segment("video-cam", 0, 30), frame("jpeg-cam", 1)], None,
+                   "sparseinst_pipeline")  # fmt: skip
+    assert [(len(p.frames), p.segment is not None, p.ensemble) for p in planned] == [
+        (2, False, "sparseinst_pipeline"), (30, True, "sparseinst_pipeline")]  # fmt: skip
 
 
 def test_batches_take_cameras_in_turn():

@@ -319,3 +319,30 @@ def test_the_archive_reader_skips_records_that_are_not_archived_frames(kafka):
     assert [(a.camera_id, a.frame_index, a.jpeg) for a in read_archive(kafka.bootstrap, topic)] == [
         ("cam-x", 1, b"jpeg")
     ]
+
+
+def test_an_http_stream_is_demuxed_into_the_same_segments_as_the_file(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from pipeline.ingest.sources import CapturedSegment, VideoSource
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(VIDEOS))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = VideoSource("cam-http", f"http://127.0.0.1:{server.server_address[1]}/{H264.name}")
+        got: list[CapturedSegment] = []
+        for item in source.frames():  # a stream reconnects after its end: stop once the file has gone through
+            assert isinstance(item, CapturedSegment)
+            got.append(item)
+            if sum(s.frames for s in got) >= 221:
+                source.stop()
+                break
+    finally:
+        server.shutdown()
+    expected = list(iter_segments(str(H264)))
+    assert [(s.frame_index, s.frames) for s in got] == [(s.first_index, s.frames) for s in expected]
+    assert [s.segment.data for s in got] == [s.data for s in expected]
+    assert source.describe()["transport"] == "segments" and len({s.stream_epoch for s in got}) == 1
