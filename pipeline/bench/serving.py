@@ -119,10 +119,10 @@ def bench_serving(
 STAGES = ("preprocess", "sparseinst", "postprocess")
 
 
-def _stage_ms(client) -> dict[str, float]:
+def _stage_ms(client, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
     """Cumulative compute time (input + infer + output) and queueing per model of the ensemble, ms."""
     stats = client.get_inference_statistics(as_json=True)
-    out = dict.fromkeys(STAGES, 0.0)
+    out = dict.fromkeys(stages, 0.0)
     for model in stats.get("model_stats", []):
         if model["name"] in out:
             inf = model["inference_stats"]

@@ -1,4 +1,6 @@
-"""``bench pipeline --source video``: video cameras end to end, JPEG re-encoding in ingest against segments.
+"""Video cameras in the benchmarks: segments against JPEG frames, end to end and at the server.
+
+``bench pipeline --source video``: video cameras end to end, JPEG re-encoding in ingest against segments.
 
 Each camera is an H.264 file made from the simulator (GOP 1 s, no B-frames). Both transports read
 the same files in the same run through the CPU profile, Kafka and one event processor:
@@ -20,8 +22,9 @@ log = logging.getLogger(__name__)
 TRANSPORTS = ("jpeg", "segments")  # decode + JPEG re-encode in ingest | encoded segments decoded in Triton
 
 
-def encode_cameras(out: Path, *, cameras: int, seconds: float, fps: int, seed: int) -> dict[str, Path]:
-    """One H.264 file per simulated camera (GOP = 1 s at ``fps``): camera name -> file."""
+def encode_cameras(out: Path, *, cameras: int, seconds: float, fps: int, seed: int,
+                   gop: int | None = None) -> dict[str, Path]:  # fmt: skip
+    """One H.264 file per simulated camera (GOP ``gop`` frames, default 1 s at ``fps``): camera name -> file."""
     import av
     import numpy as np
 
@@ -29,13 +32,14 @@ def encode_cameras(out: Path, *, cameras: int, seconds: float, fps: int, seed: i
 
     out.mkdir(parents=True, exist_ok=True)
     cams = vehicle_cameras()[:cameras]
-    files = {c.name: out / f"{c.name}_{fps}fps.mp4" for c in cams}
+    gop = gop or fps
+    files = {c.name: out / f"{c.name}_{fps}fps_gop{gop}.mp4" for c in cams}
     containers = {name: av.open(str(path), "w") for name, path in files.items()}
     streams = {}
     for cam in cams:
         s = containers[cam.name].add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = cam.width, cam.height, "yuv420p"
-        s.options = {"g": str(fps), "bf": "0", "preset": "veryfast", "crf": "23", "sc_threshold": "0"}
+        s.options = {"g": str(gop), "bf": "0", "preset": "veryfast", "crf": "23", "sc_threshold": "0"}
         streams[cam.name] = s
     try:
         for step in iter_synthetic_sequence(seed, cameras=cams, fps=float(fps), seconds=seconds):
@@ -100,4 +104,78 @@ def bench_video_pipeline(*, cameras: int = 2, seconds: float = 10.0, seed: int =
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def bench_video_serving(*, frames: int = 32, repeats: int = 3, seed: int = 0, out: Path = Path("runs/bench_video"),
+                        json_path: Path | None = None) -> dict:  # fmt: skip
+    """One request of a ``frames``-frame H.264 segment at ``sparseinst_video`` against the same decoded frames
+    as q90 JPEGs at ``sparseinst_pipeline`` in requests of 8: ms per frame, and where it goes (server statistics).
+
+    Says how a segment is batched into the network: its F frames reach ``sparseinst`` as one batch of F.
+    """
+    import asyncio
+
+    from pipeline.bench.serving import _stage_ms
+    from pipeline.bench.streaming import _write
+    from pipeline.config import Settings
+    from pipeline.ingest.segments import decode_segment, iter_segments
+    from pipeline.ingest.sources import encode_jpeg
+    from pipeline.local.stack import ensure_repository
+    from pipeline.local.triton import LocalTriton, LocalTritonConfig
+    from pipeline.serving import contract
+    from pipeline.serving.client import ClientConfig, Frame, FrameId, SegmentationClient, VideoSegment
+
+    if not 1 <= frames <= contract.MAX_BATCH:
+        raise ValueError(f"frames must be 1 to {contract.MAX_BATCH}, got {frames}")
+    clip = encode_cameras(out, cameras=1, seconds=frames / 10 + 0.5, fps=10, seed=seed, gop=frames)["front"]
+    segment = next(iter(iter_segments(str(clip), max_frames=frames)))
+    jpegs = [encode_jpeg(f) for f in decode_segment(segment)]
+    ids = tuple(FrameId("cam", segment.first_index + i, t) for i, t in enumerate(segment.times))
+    stages = ("preprocess", "preprocess_video", "sparseinst", "postprocess")
+
+    async def timed(url: str, stats: object) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """Best seconds per path, and each path's server time per model over its timed calls (ms)."""
+        import time
+
+        video = SegmentationClient(ClientConfig(url=url, model_name=contract.VIDEO_ENSEMBLE, segment_timeout_s=300))
+        image = SegmentationClient(ClientConfig(url=url, timeout_s=120))
+
+        async def segments() -> None:
+            await video.infer_segment(VideoSegment(segment.data, segment.skip, ids))
+
+        async def jpeg() -> None:
+            for i in range(0, len(jpegs), 8):
+                await image.infer([Frame(j, "cam", i + k, 0.0) for k, j in enumerate(jpegs[i : i + 8])])
+
+        best, spent = {}, {}
+        async with video, image:
+            for name, call in (("segments", segments), ("jpeg", jpeg)):
+                await call()  # warm-up
+                before, times = _stage_ms(stats, stages), []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    await call()
+                    times.append(time.perf_counter() - start)
+                after = _stage_ms(stats, stages)
+                best[name] = min(times)
+                spent[name] = {s: after[s] - before[s] for s in stages}
+        return best, spent
+
+    import tritonclient.grpc as grpcclient
+
+    with LocalTriton(LocalTritonConfig(model_repository=ensure_repository(Settings()))) as triton:
+        stats = grpcclient.InferenceServerClient(triton.grpc_url)
+        best, spent = asyncio.run(timed(triton.grpc_url, stats))
+        stats.close()
+    n = segment.frames
+    figures = {
+        "video_serving_ms_per_frame": {k: round(1000 * v / n, 1) for k, v in best.items()},
+        "video_serving_stage_ms_per_frame": {k: {s: round(ms / (repeats * n), 1) for s, ms in v.items() if ms}
+                                             for k, v in spent.items()},
+        "video_serving_segment_frames": n,
+        "video_serving_frame_size": f"{segment.width}x{segment.height}",
+        "video_serving_network_batch": {"segments": n, "jpeg": 8},
+    }  # fmt: skip
+    _write(figures, json_path)
     return figures

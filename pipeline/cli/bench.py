@@ -19,6 +19,12 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 def cmd_bench_serving(args: argparse.Namespace) -> int:
     from pipeline.bench.serving import bench_serving
 
+    if args.source == "video":
+        from pipeline.bench.video import bench_video_serving
+
+        bench_video_serving(repeats=max(1, min(args.requests, 5)), json_path=args.json)
+        return 0
+
     bench_serving(requests=args.requests, threads=args.threads, in_flight=args.in_flight, weights=args.weights,
                   json_path=args.json)  # fmt: skip
     return 0
@@ -77,6 +83,13 @@ def register(sub: argparse._SubParsersAction, archs: list[str]) -> None:
     bs.add_argument("--threads", type=int, default=2, help="threads for ONNX Runtime, in and out of the server")
     bs.add_argument("--in-flight", type=int, default=2, help="requests outstanding in the throughput run")
     bs.add_argument("--weights", type=Path, help=WEIGHTS_HELP)
+    bs.add_argument(
+        "--source",
+        choices=("images", "video"),
+        default="images",
+        help="video: one 32-frame H.264 segment at sparseinst_video against the same frames as JPEG "
+        "batches of 8 at sparseinst_pipeline (ms per frame and per model); --requests caps at 5",
+    )
     bs.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
     bs.set_defaults(func=cmd_bench_serving)
 
