@@ -182,7 +182,7 @@ def test_the_video_ensemble_equals_the_image_path_on_the_same_decoded_frames(tri
 
 
 @pytest.mark.slow
-def test_a_corrupt_segment_is_refused_with_a_reason_and_the_server_goes_on(triton):
+def test_a_corrupt_segment_is_refused_with_a_reason_and_the_server_goes_on(triton, tmp_path):
     segment = next(iter(iter_segments(str(H264), max_frames=2)))
     broken = bytearray(segment.data)
     broken[len(broken) // 3 : len(broken) // 3 + 4096] = b"\x00" * 4096
@@ -195,6 +195,9 @@ def test_a_corrupt_segment_is_refused_with_a_reason_and_the_server_goes_on(trito
     for bad in (b"not a video at all", bytes(broken[:200])):
         with pytest.raises(InvalidRequestError, match="segment"):
             asyncio.run(ask(bad))
+    too_long = clip_head(H264, tmp_path / "long.mp4", 45).read_bytes()  # 45 frames: more than one request's 32
+    with pytest.raises(InvalidRequestError, match="answers for 45"):
+        asyncio.run(ask(too_long))
     assert len(asyncio.run(ask(segment.data))) == segment.frames
 
 

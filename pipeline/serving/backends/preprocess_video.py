@@ -25,16 +25,23 @@ class InvalidSegment(ValueError):
     """The bytes are not a segment the pipeline accepts."""
 
 
-def probe(segment: bytes) -> tuple[str, int, int]:
-    """(codec, height, width) from the container's header, without decoding."""
+def probe(segment: bytes, max_packets: int) -> tuple[str, int, int, int]:
+    """(codec, height, width, packets) from the container, without decoding; refused past ``max_packets``
+    (a decoder would otherwise be handed an arbitrarily long video)."""
     import av
 
     try:
         with av.open(io.BytesIO(segment)) as container:
             if not container.streams.video:
                 raise InvalidSegment("the segment holds no video stream")
-            ctx = container.streams.video[0].codec_context
-            return ctx.name, int(ctx.height), int(ctx.width)
+            stream = container.streams.video[0]
+            packets = 0
+            for packet in container.demux(stream):
+                packets += packet.size > 0
+                if packets > max_packets:
+                    raise InvalidSegment(f"segment holds more than {max_packets} frames")
+            ctx = stream.codec_context
+            return ctx.name, int(ctx.height), int(ctx.width), packets
     except av.FFmpegError as exc:
         raise InvalidSegment(f"not a video segment the decoder can parse: {exc}") from None
 
@@ -96,7 +103,10 @@ class TritonPythonModel:
         if not 0 <= skip < contract.MAX_DECODED_FRAMES:
             raise InvalidSegment(f"skip must be within [0, {contract.MAX_DECODED_FRAMES}), got {skip}")
         data = segment.tobytes()
-        codec, h, w = probe(data)
+        codec, h, w, packets = probe(data, contract.MAX_DECODED_FRAMES)
+        if not 0 < packets - skip <= self.max_frames:
+            raise InvalidSegment(f"segment of {packets} frames with {skip} skipped answers for {packets - skip}; "
+                                 f"a segment must answer for 1 to {self.max_frames}")  # fmt: skip
         if h <= 0 or w <= 0 or h > contract.MAX_SIDE or w > contract.MAX_SIDE or h * w > contract.MAX_PIXELS:
             raise InvalidSegment(f"frame of {w}x{h} pixels exceeds the limit ({contract.MAX_PIXELS} pixels, "
                                  f"{contract.MAX_SIDE} per side)")  # fmt: skip
