@@ -88,6 +88,11 @@ def _floats(values: tuple[float, ...]) -> str:
     return ",".join(repr(float(v)) for v in values)
 
 
+def _resize_parameters(spec: ModelSpec) -> dict[str, object]:
+    """What the Python-backend preprocessing models pass to ``dali.preprocess.fit_to_input``."""
+    return {**preprocess_params(spec), "pixel_mean": _floats(spec.pixel_mean), "pixel_std": _floats(spec.pixel_std)}
+
+
 def render_ensemble(spec: ModelSpec, name: str, network_version: int, *, video: bool = False) -> str:
     """The ensemble ``name``: preprocess -> ``sparseinst`` version ``network_version`` -> postprocess.
 
@@ -121,10 +126,7 @@ def render_configs(spec: ModelSpec, target: Target, options: RepositoryOptions |
     elif target == "cpu":
         pre = head(contract.PREPROCESS) + 'backend: "python"\n' + batch + body(contract.PREPROCESS)
         pre += _instances("KIND_CPU", 1) + _parameters({
-            "min_size": spec.min_size, "max_size": spec.max_size,
-            "input_height": spec.input_height, "input_width": spec.input_width,
-            "pixel_mean": _floats(spec.pixel_mean), "pixel_std": _floats(spec.pixel_std),
-            "max_batch": options.max_batch, "threads": options.cpu_threads,
+            **_resize_parameters(spec), "max_batch": options.max_batch, "threads": options.cpu_threads,
         })  # fmt: skip
         net = head(contract.NETWORK) + 'backend: "python"\n' + batch + body(contract.NETWORK)
         net += _batching(options) + _instances("KIND_CPU", options.network_instances) + VERSION_POLICY
@@ -137,10 +139,8 @@ def render_configs(spec: ModelSpec, target: Target, options: RepositoryOptions |
     # the network's batch, which a batching DALI-backend model cannot (one segment in, F frames out).
     vid = head(contract.PREPROCESS_VIDEO) + 'backend: "python"\nmax_batch_size: 0\n' + body(contract.PREPROCESS_VIDEO)
     vid += _instances("KIND_GPU" if target == "gpu" else "KIND_CPU", 1) + _parameters({
-        "device": target, "min_size": spec.min_size, "max_size": spec.max_size,
-        "input_height": spec.input_height, "input_width": spec.input_width,
-        "pixel_mean": _floats(spec.pixel_mean), "pixel_std": _floats(spec.pixel_std),
-        "max_frames": min(options.max_batch, contract.MAX_BATCH), "threads": options.cpu_threads,
+        "device": target, **_resize_parameters(spec), "max_frames": min(options.max_batch, contract.MAX_BATCH),
+        "threads": options.cpu_threads,
     })  # fmt: skip
 
     post = head(contract.POSTPROCESS) + 'backend: "python"\n' + batch + body(contract.POSTPROCESS)

@@ -15,6 +15,18 @@ def parameters(args: dict[str, str]) -> dict[str, str]:
     return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
 
 
+def resize_params(p: dict[str, str]) -> dict[str, object]:
+    """The keyword arguments of ``dali.preprocess.fit_to_input`` from a preprocessing model's parameters."""
+    return {
+        "min_size": int(p["min_size"]),
+        "max_size": int(p["max_size"]),
+        "input_height": int(p["input_height"]),
+        "input_width": int(p["input_width"]),
+        "pixel_mean": tuple(float(v) for v in p["pixel_mean"].split(",")),
+        "pixel_std": tuple(float(v) for v in p["pixel_std"].split(",")),
+    }
+
+
 def error_response(pb_utils: Any, message: str, *, invalid: bool = False) -> Any:
     """An error answer for one request; ``invalid`` marks the request itself as bad (INVALID_ARGUMENT)."""
     code = pb_utils.TritonError.INVALID_ARG if invalid else pb_utils.TritonError.INTERNAL

@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from pipeline.serving import contract
-from pipeline.serving.backends.common import error_response, log, parameters, short_error
+from pipeline.serving.backends.common import error_response, log, parameters, resize_params, short_error
 from pipeline.serving.jpeg import InvalidFrame, check_frame
 
 
@@ -29,14 +29,7 @@ class TritonPythonModel:
         from dali.preprocess import build_pipeline
 
         p = parameters(args)
-        self.params = {
-            "min_size": int(p["min_size"]),
-            "max_size": int(p["max_size"]),
-            "input_height": int(p["input_height"]),
-            "input_width": int(p["input_width"]),
-            "pixel_mean": tuple(float(v) for v in p["pixel_mean"].split(",")),
-            "pixel_std": tuple(float(v) for v in p["pixel_std"].split(",")),
-        }
+        self.params = resize_params(p)
         self.max_batch = int(p.get("max_batch", contract.MAX_BATCH))
         self.threads = int(p.get("threads", 2)) or 2
         self._build = build_pipeline

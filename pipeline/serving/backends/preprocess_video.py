@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 
 from pipeline.serving import contract
-from pipeline.serving.backends.common import error_response, log, parameters, short_error
+from pipeline.serving.backends.common import error_response, log, parameters, resize_params, short_error
 
 DALI_CPU_CODECS = {"vp8", "vp9", "mjpeg"}  # DALI 2.x's CPU decoder refuses H.264/H.265 ("CPU variant")
 
@@ -69,14 +69,7 @@ class TritonPythonModel:
 
         p = parameters(args)
         self.device = p.get("device", "cpu")
-        self.params = {
-            "min_size": int(p["min_size"]),
-            "max_size": int(p["max_size"]),
-            "input_height": int(p["input_height"]),
-            "input_width": int(p["input_width"]),
-            "pixel_mean": tuple(float(v) for v in p["pixel_mean"].split(",")),
-            "pixel_std": tuple(float(v) for v in p["pixel_std"].split(",")),
-        }
+        self.params = resize_params(p)
         self.max_frames = int(p.get("max_frames", contract.MAX_BATCH))
         self.threads = int(p.get("threads", 2)) or 2
         self.device_id = int(args.get("model_instance_device_id", 0)) if self.device == "gpu" else None
