@@ -129,3 +129,32 @@ def test_ingest_counts_malformed_answers_as_bad_answer_and_runs_to_the_end(scale
     read = sum(stats.frames_read.values())
     assert read > 0 and stats.dropped == {"bad_answer": read}  # every frame counted, none published
     assert not any(stats.published.values())
+
+
+def test_a_killed_or_stopped_service_leaves_no_child_process_behind(tmp_path):
+    """Triton's Python-backend stubs have been seen outliving a killed server; the local services reap them."""
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from pipeline.local.process import LocalService, descendants
+
+    class Parent(LocalService):
+        name = "parent"
+
+        def start(self):  # a parent whose child ignores SIGTERM and survives the parent's death
+            self.spawn(["sh", "-c", "trap '' TERM; sleep 300 & wait"], subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while not descendants(self.process.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return self
+
+    for end in ("kill", "stop"):
+        service = Parent().start()
+        children = descendants(service.process.pid)
+        assert children, "the child did not start"
+        service.kill() if end == "kill" else service.stop(timeout_s=1.0)  # the parent ignores SIGTERM too
+        deadline = time.monotonic() + 5  # init reaps the killed orphans
+        while any(Path(f"/proc/{p}").exists() for p in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p in children if Path(f"/proc/{p}").exists()], end
