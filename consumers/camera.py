@@ -26,7 +26,7 @@ from consumers.tracking import (
     decode_mask,
     vote,
 )
-from pipeline.messages import Event, FrameDetections
+from pipeline.messages import Event, FrameDetections, TrackMask
 from pipeline.runmasks import RunMasks
 
 
@@ -213,7 +213,18 @@ class CameraStep:
         """What the rules see of a frame; events always name this processor's camera."""
         if meta.camera_id != self.camera_id:
             meta = replace(meta, camera_id=self.camera_id)
-        return FrameContext(meta, self.state, obs, self.rule_states)
+        return FrameContext(meta, self.state, obs, self.rule_states, self._mask_of)
+
+    def _mask_of(self, t: Track) -> TrackMask | None:
+        """The track's last mask (from the frame ``t.last_index``), as the events about it carry it."""
+        if t.track_id in self._masks:
+            masks, j = self._masks[t.track_id]
+            rle = masks.rle(j)
+        elif t.mask:
+            rle = t.mask
+        else:
+            return None
+        return TrackMask(frame_index=t.last_index, size=tuple(rle["size"]), counts=rle["counts"], box=t.box)
 
     # -------------------------------------------------------------------------------- tracking
 

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -26,6 +26,7 @@ from pipeline.errors import PipelineError
 from pipeline.kafka.connection import KafkaConnection
 from pipeline.kafka.dead_letters import dead_letter
 from pipeline.messages import DeadLetter, Event, dead_letter_topic
+from pipeline.subscriber import EventFilter
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ CREATE TABLE IF NOT EXISTS events (
     event_id TEXT PRIMARY KEY, type TEXT NOT NULL, camera_id TEXT NOT NULL, vehicle_id TEXT,
     stream_epoch INTEGER NOT NULL DEFAULT 0, frame_index INTEGER NOT NULL, frame_time REAL NOT NULL,
     track_id TEXT, class_name TEXT, zone TEXT, line TEXT, direction TEXT, model_name TEXT, model_version TEXT,
-    details TEXT
+    details TEXT, mask TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_camera_time ON events (camera_id, frame_time);
 CREATE INDEX IF NOT EXISTS events_by_type ON events (type);
@@ -55,28 +56,63 @@ class EventStore:
         self.db = sqlite3.connect(self.path, check_same_thread=False)
         self.db.executescript(SCHEMA)
         have = {row[1] for row in self.db.execute("PRAGMA table_info(events)")}
-        if "stream_epoch" not in have:  # a file written before rows carried the stream
-            self.db.execute("ALTER TABLE events ADD COLUMN stream_epoch INTEGER NOT NULL DEFAULT 0")
-            self.db.commit()
+        # files written before rows carried the stream, or the track's mask
+        for column, kind in (("stream_epoch", "INTEGER NOT NULL DEFAULT 0"), ("mask", "TEXT")):
+            if column not in have:
+                self.db.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
+        self.db.commit()
 
     def add(self, events: list[Event]) -> int:
         """Store ``events`` in one SQLite transaction (all or none); returns how many rows were new."""
-        rows = [(*(getattr(e, c) for c in COLUMNS), json.dumps(e.details)) for e in events]
-        names, marks = ", ".join((*COLUMNS, "details")), ", ".join("?" * (len(COLUMNS) + 1))
+        rows = [(*(getattr(e, c) for c in COLUMNS), json.dumps(e.details),
+                 e.mask.model_dump_json() if e.mask else None) for e in events]  # fmt: skip
+        names, marks = ", ".join((*COLUMNS, "details", "mask")), ", ".join("?" * (len(COLUMNS) + 2))
         before = self.db.total_changes
         with self.db:  # commits, or rolls back on error
             self.db.executemany(f"INSERT OR IGNORE INTO events ({names}) VALUES ({marks})", rows)
         return self.db.total_changes - before
 
-    def events(self) -> list[Event]:
-        cur = self.db.execute(f"SELECT {', '.join(COLUMNS)}, details FROM events ORDER BY frame_time, camera_id")
-        return [Event(**dict(zip(COLUMNS, row[:-1])), details=json.loads(row[-1])) for row in cur]
+    def events(self, where: EventFilter | None = None) -> list[Event]:
+        """The stored events (those ``where`` matches), by frame time."""
+        return list(self.select(where))
+
+    def select(self, where: EventFilter | None = None) -> Iterator[Event]:
+        """Stored events that ``where`` matches, by frame time then camera, read as they are iterated."""
+        sql, params = _where(where or EventFilter())
+        cur = self.db.execute(f"SELECT {', '.join(COLUMNS)}, details, mask FROM events{sql} "
+                              "ORDER BY frame_time, camera_id, event_id", params)  # fmt: skip
+        for row in cur:
+            mask = json.loads(row[-1]) if row[-1] else None
+            yield Event(**dict(zip(COLUMNS, row[:-2])), details=json.loads(row[-2]), mask=mask)
+
+    def count(self, where: EventFilter | None = None) -> int:
+        sql, params = _where(where or EventFilter())
+        return int(self.db.execute(f"SELECT COUNT(*) FROM events{sql}", params).fetchone()[0])
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT type, COUNT(*) FROM events GROUP BY type ORDER BY type").fetchall())
 
     def close(self) -> None:
         self.db.close()
+
+
+def _where(f: EventFilter) -> tuple[str, list]:
+    """The SQL of a filter (camera patterns as GLOB, which matches as the filter's shell patterns do)."""
+    clauses, params = [], []
+    for column, values in (("type", f.types), ("vehicle_id", f.vehicles), ("zone", f.zones)):
+        if values is not None:
+            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params += list(values)
+    if f.cameras is not None:
+        clauses.append("(" + " OR ".join("camera_id GLOB ?" for _ in f.cameras) + ")")
+        params += list(f.cameras)
+    if f.since is not None:
+        clauses.append("frame_time >= ?")
+        params.append(f.since)
+    if f.until is not None:
+        clauses.append("frame_time < ?")
+        params.append(f.until)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 class EventSink:

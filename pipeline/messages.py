@@ -4,7 +4,11 @@ Every message carries ``schema_version``; a consumer refuses versions it does no
 
 Versions: ``FrameDetections`` 2 adds ``stream_epoch`` (version 1 messages are still read, as
 epoch 0); ``DeadLetter`` 2 adds ``error_type``; ``Event`` 2 adds ``stream_epoch`` (the stream of
-the frames it is about; version 1 events are still read, as epoch 0).
+the frames it is about; version 1 events are still read, as epoch 0); ``Event`` 3 adds ``mask``
+(the track's mask, inline) and fixes the shape of ``details`` per event type (:data:`DETAILS`).
+
+The JSON Schema files under ``schemas/`` are generated from these models
+(``sparseinst-pipeline events schemas``); a test fails when they differ.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = 2  # events
+SCHEMA_VERSION = 3  # events
 FRAME_SCHEMA_VERSION = 2
 DEAD_LETTER_SCHEMA_VERSION = 2
 
@@ -153,17 +157,152 @@ EventType = Literal[
 ]
 
 
+class _Details(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrackStarted(_Details):
+    """A track was confirmed (``min_hits`` detections); the event's frame is the confirming one."""
+
+    first_index: int = Field(ge=0, description="the frame the track was first seen in")
+    score: float = Field(ge=0, le=1, description="its best detection score so far")
+
+
+class TrackEnded(_Details):
+    """A confirmed track was not seen for ``max_misses`` frames, or its stream ended; the event's frame is its last."""
+
+    first_index: int = Field(ge=0)
+    duration_s: float = Field(ge=0, description="from its first to its last frame")
+    best_score: float = Field(ge=0, le=1)
+
+
+class ZoneEntered(_Details):
+    """A track's mask held at least ``enter_share`` of itself inside the zone for ``zone_frames`` frames."""
+
+    share: float = Field(ge=0, le=1, description="share of the mask inside the zone")
+    kind: Literal["generic", "crosswalk", "ego_lane", "intersection"]
+
+
+class ZoneExited(_Details):
+    """A track inside the zone fell below ``exit_share`` for ``zone_frames`` frames, or ended inside it."""
+
+    duration_s: float = Field(ge=0, description="time inside the zone")
+    reason: Literal["left", "track_ended"]
+    share: float | None = Field(None, ge=0, le=1, description="share inside when it left (absent at track_ended)")
+
+
+class ZoneDwell(_Details):
+    """A track stayed in the zone for ``dwell_s`` seconds (once per visit)."""
+
+    dwell_s: float = Field(ge=0)
+
+
+class ZoneCrowded(_Details):
+    """A zone holds at least ``crowd_tracks`` confirmed tracks (once per crowding episode)."""
+
+    tracks: int = Field(ge=1)
+    classes: str = Field(description="the classes present, sorted, comma-separated")
+
+
+class LineCrossed(_Details):
+    """A track's mask centroid crossed the line segment (``direction``: positive or negative side)."""
+
+    count: int = Field(ge=1, description="crossings of this line by this class in this direction so far")
+
+
+class ProximityAlert(_Details):
+    """A person or rider came within ``proximity_px`` of the ego lane or a vehicle (cooldown per track)."""
+
+    target: str = Field(description="'vehicle' or 'ego_lane:<zone>'")
+    distance_px: float = Field(ge=0)
+
+
+class Occupancy(_Details):
+    """Per zone and tumbling window of ``occupancy_window_s``: the peak count of confirmed tracks per class.
+
+    Every class seen in the window is a key of its own (``"car": 3``); ``total`` sums them.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, int] = Field(init=False)
+
+    window_start: float = Field(description="window start, seconds (capture clock)")
+    window_s: float = Field(gt=0)
+    total: int = Field(ge=0)
+
+
+class CameraHealth(_Details):
+    """The camera's frames: refused ones, a stall, a frame-rate drop below ``fps_drop`` x nominal, a recovery."""
+
+    status: Literal["decode_errors", "stalled", "fps_drop", "fps_recovered"]
+    frames: int | None = Field(None, ge=1, description="decode_errors: frames refused since the last message")
+    gap_s: float | None = Field(None, ge=0, description="stalled: seconds since the previous frame")
+    fps: float | None = Field(None, ge=0, description="fps_drop / fps_recovered: the recent rate")
+    nominal_fps: float | None = Field(None, ge=0)
+
+
+class Rollout(_Details):
+    """Where a model rollout stands: started, progress (every ``progress_every`` results), promoted, rolled_back."""
+
+    rollout_id: str
+    status: Literal["started", "progress", "promoted", "rolled_back"]
+    phase: Literal["running", "promoted", "rolled_back"]
+    live_version: int = Field(ge=1)
+    candidate_version: int | None = None
+    decided_by: Literal["policy", "operator"] | None = None
+    reason: str = ""
+    frames: int = Field(ge=0, description="shadow results judged")
+    agreement: float | None = None
+    live_instances: int = 0
+    candidate_instances: int = 0
+    count_diff_mean: float | None = None
+    count_abs_diff_mean: float | None = None
+    score_drift_mean: float | None = None
+    unmatched_instances: int = 0
+    mask_iou_p50: float | None = None
+    live_latency_p50_ms: float | None = None
+    live_latency_p99_ms: float | None = None
+    candidate_latency_p50_ms: float | None = None
+    candidate_latency_p99_ms: float | None = None
+    live_errors: int = 0
+    candidate_errors: int = 0
+
+
+DETAILS: dict[str, type[BaseModel]] = {
+    "track.started": TrackStarted, "track.ended": TrackEnded, "zone.entered": ZoneEntered,
+    "zone.exited": ZoneExited, "zone.dwell": ZoneDwell, "zone.crowded": ZoneCrowded, "line.crossed": LineCrossed,
+    "proximity.alert": ProximityAlert, "occupancy": Occupancy, "camera.health": CameraHealth, "rollout": Rollout,
+}  # fmt: skip
+"""The shape of ``Event.details`` for each event type."""
+
+
+class TrackMask(BaseModel):
+    """Where a track event's object is: its mask in the frame ``frame_index`` of the event's stream.
+
+    That frame is the event's own, except for the events of a track that ended (its last frame). The
+    detections message of that frame (camera, ``stream_epoch``, ``frame_index``) holds the same mask.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frame_index: int = Field(ge=0)
+    size: tuple[int, int] = Field(description="(height, width) of the frame")
+    counts: str = Field(description="COCO RLE, compressed string (pycocotools' format)")
+    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in frame pixels")
+
+
 class Event(BaseModel):
     """One analytics event on the ``events`` topic (key = camera id).
 
     ``event_id`` is derived from what the event is about (camera, type, track, frame, zone or
     line), so replaying the same detections yields the same ids and subscribers can de-duplicate.
+    ``details`` has the shape :data:`DETAILS` gives for ``type``.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1, 2] = SCHEMA_VERSION
-    event_id: str
+    schema_version: Literal[1, 2, 3] = SCHEMA_VERSION
+    event_id: str = Field(min_length=1)
     type: EventType
     camera_id: str
     vehicle_id: str | None = None
@@ -176,8 +315,18 @@ class Event(BaseModel):
     class_name: str | None = None
     zone: str | None = None
     line: str | None = None
-    direction: str | None = None
+    direction: str | None = Field(None, description="line.crossed: positive or negative (the side it crossed to)")
     details: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+    mask: TrackMask | None = Field(None, description="the track's mask (events about a track; version 3)")
+
+    @model_validator(mode="after")
+    def _details_of_its_type(self) -> Event:
+        try:
+            DETAILS[self.type].model_validate(self.details)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '-'}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"details of a {self.type} event: {problems}") from None
+        return self
 
 
 class DeadLetter(BaseModel):

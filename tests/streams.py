@@ -115,5 +115,29 @@ def check_events(conn: KafkaConnection, topics: Topics, frames: list[FrameDetect
             "lost": len(expected - found), "extra": len(found - expected)}  # fmt: skip
 
 
+def member_in_transaction(admin, transactional_ids: list[str], topic: str, partitions: int) -> str | None:
+    """One of the ids whose open transaction has written records to ``topic`` that are not committed yet.
+
+    The transaction coordinator knows which ids are ``Ongoing``; the partition leaders know which
+    producers hold an open transaction with records in the log (a transaction start offset).
+    """
+    from kafka import TopicPartition
+
+    try:
+        states = admin.describe_transactions(transactional_ids)
+        ongoing = {state.producer_id: tid for tid, state in states.items()
+                   if str(state.state).lower().endswith("ongoing")}  # fmt: skip
+        if not ongoing:
+            return None
+        logs = admin.describe_producers([TopicPartition(topic, p) for p in range(partitions)])
+    except Exception:
+        return None
+    for state in logs.values():
+        for producer in state.active_producers:
+            if producer.producer_id in ongoing and producer.current_transaction_start_offset >= 0:
+                return ongoing[producer.producer_id]
+    return None
+
+
 def dropped_text(dropped: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()) if v) or "none"

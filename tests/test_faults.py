@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 
 from consumers.rules import DEMO_RULES, load_rules
 from pipeline.data.detections import moving_cars
@@ -40,6 +40,7 @@ from tests.streams import (
     check_events,
     dropped_text,
     group_caught_up,
+    member_in_transaction,
     new_topics,
     read_topic,
     running_consumer,
@@ -202,28 +203,6 @@ def _cameras_on_every_partition(partitions: int) -> list[str]:
     return [chosen[p] for p in range(partitions)]
 
 
-def _in_transaction(admin: KafkaAdminClient, transactional_ids: list[str], topic: str, partitions: int) -> str | None:
-    """One of the ids whose open transaction has written records to ``topic`` that are not committed yet.
-
-    The transaction coordinator knows which ids are ``Ongoing``; the partition leaders know which
-    producers hold an open transaction with records in the log (a transaction start offset).
-    """
-    try:
-        states = admin.describe_transactions(transactional_ids)
-        ongoing = {state.producer_id: tid for tid, state in states.items()
-                   if str(state.state).lower().endswith("ongoing")}  # fmt: skip
-        if not ongoing:
-            return None
-        logs = admin.describe_producers([TopicPartition(topic, p) for p in range(partitions)])
-    except Exception:
-        return None
-    for state in logs.values():
-        for producer in state.active_producers:
-            if producer.producer_id in ongoing and producer.current_transaction_start_offset >= 0:
-                return ongoing[producer.producer_id]
-    return None
-
-
 def test_three_members_of_one_group_and_one_killed_mid_transaction_keep_events_exactly_once(cluster, tmp_path):
     conn = conn_of(cluster)
     topics = new_topics(conn, SPEC)
@@ -250,7 +229,7 @@ def test_three_members_of_one_group_and_one_killed_mid_transaction_keep_events_e
         admin = KafkaAdminClient(**conn.client_args())
 
         def one_inside() -> bool:
-            found = _in_transaction(admin, ids, topics.events, SPEC.partitions)
+            found = member_in_transaction(admin, ids, topics.events, SPEC.partitions)
             if found:
                 victims.append(found)
                 members[found.rsplit(".", 1)[1]].send_signal(signal.SIGKILL)

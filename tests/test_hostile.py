@@ -602,7 +602,7 @@ def _event(i: int, epoch: int = 7):
     from pipeline.messages import Event
 
     return Event(event_id=f"e{i}", type="track.started", camera_id="veh-1/front", stream_epoch=epoch, frame_index=i,
-                 frame_time=i / 10, track_id=f"veh-1/front#{i}")  # fmt: skip
+                 frame_time=i / 10, track_id=f"veh-1/front#{i}", details={"first_index": i, "score": 0.9})  # fmt: skip
 
 
 @pytest.mark.slow

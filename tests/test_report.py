@@ -35,7 +35,8 @@ def test_the_report_renders_with_overlays(tmp_path):
         if len(instances) >= 2 and len(frames) < 4:
             frames.append((f.image, instances, f"cam-{i} frame {i}"))
     events = [Event(event_id=f"e{i}", type="zone.entered", camera_id="cam-0", frame_index=i, frame_time=i / 10,
-                    track_id="cam-0#1", class_name="car", zone="lane") for i in range(3)]  # fmt: skip
+                    track_id="cam-0#1", class_name="car", zone="lane", details={"share": 0.6, "kind": "generic"})
+              for i in range(3)]  # fmt: skip
     summary = {"headline": "test", "frames_published": 4, "event_precision": {"zone.entered": 1.0},
                "event_recall": {"zone.entered": 1.0}}  # fmt: skip
     report = write_demo_report(tmp_path / "report.html", summary=summary, frames=frames, events=events,

@@ -153,9 +153,12 @@ def test_canary_is_sticky_by_camera_and_shadow_sampling_is_deterministic() -> No
 
 
 def test_an_event_diff_names_what_was_added_removed_and_changed() -> None:
+    details = {"zone.entered": {"share": 0.5, "kind": "generic"}, "line.crossed": {"count": 1},
+               "track.started": {"first_index": 0, "score": 0.9}}  # fmt: skip
+
     def ev(eid: str, kind: str = "zone.entered", direction: str | None = None, version: str = "1") -> Event:
         return Event(event_id=eid, type=kind, camera_id="c", frame_index=1, frame_time=0.1, direction=direction,
-                     model_version=version)  # type: ignore[arg-type]  # fmt: skip
+                     model_version=version, details=details[kind])  # type: ignore[arg-type]  # fmt: skip
 
     d = diff_events([ev("a"), ev("b"), ev("c", "line.crossed", "in")],
                     [ev("a", version="2"), ev("c", "line.crossed", "out"), ev("d", "track.started")])  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from consumers.analytics.regions import polygon_prefix
 from consumers.rules import Zone
 from consumers.tracking import FrameObservations, Track
-from pipeline.messages import Event
+from pipeline.messages import Event, TrackMask
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,10 @@ class FrameContext:
     geometry (zone shares, centroids) is computed for all observations at once, on first use.
     """
 
-    def __init__(self, meta: FrameMeta, state, obs: FrameObservations | None = None,
-                 states: dict | None = None) -> None:  # fmt: skip
+    def __init__(self, meta: FrameMeta, state, obs: FrameObservations | None = None, states: dict | None = None,
+                 mask_of: Callable[[Track], TrackMask | None] | None = None) -> None:  # fmt: skip
         self.meta, self.state = meta, state
+        self.mask_of = mask_of  # a track's last mask, for the events about it
         self.states = states or {}  # rule name -> its state (a rule that builds on another reads it here)
         self.obs = obs if obs is not None else FrameObservations([])
         self.matched: list[tuple[Track, int]] = []
@@ -75,4 +77,5 @@ class FrameContext:
             model_version=meta.model_version, track_id=track.track_id if track else None,
             class_name=track.class_name if track else details.pop("class_name", None),  # type: ignore[arg-type]
             zone=zone, line=line, direction=direction, details=details,
+            mask=self.mask_of(track) if track is not None and self.mask_of is not None else None,
         )  # fmt: skip

@@ -11,11 +11,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pipeline.cli import bench, dev, model, rollout, serve, stream
+from pipeline.cli import bench, dev, events, model, rollout, serve, stream
 from pipeline.errors import PipelineError
 from pipeline.logs import configure as configure_logging
 
-GROUPS = (model, bench, serve, dev, stream, rollout)
+GROUPS = (model, bench, serve, dev, stream, events, rollout)
 
 
 def build_parser() -> argparse.ArgumentParser:

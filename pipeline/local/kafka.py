@@ -65,9 +65,17 @@ class LocalKafkaConfig(BaseModel):
         return "SSL" if tls else "PLAINTEXT"
 
 
+# every artifact the pom names directly (a cache resolved from an older pom lacks some)
+REQUIRED_JARS = ("kafka_2.13-*.jar", "kafka-storage-*.jar", "kafka-tools-*.jar")
+
+
+def _jars_present(jars_dir: Path) -> bool:
+    return all(any(jars_dir.glob(pattern)) for pattern in REQUIRED_JARS)
+
+
 def ensure_kafka_jars(jars_dir: Path) -> Path:
-    """Resolve the broker jars with Maven into ``jars_dir`` unless they are there already."""
-    if any(jars_dir.glob("kafka_2.13-*.jar")):
+    """Resolve the broker jars (and Kafka's command-line tools) with Maven into ``jars_dir`` unless they are there."""
+    if _jars_present(jars_dir):
         return jars_dir
     mvn = shutil.which("mvn")
     if mvn is None:
@@ -79,7 +87,7 @@ def ensure_kafka_jars(jars_dir: Path) -> Path:
     cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
            f"-DoutputDirectory={jars_dir}", "-DincludeScope=runtime"]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True)
-    if run.returncode != 0 or not any(jars_dir.glob("kafka_2.13-*.jar")):
+    if run.returncode != 0 or not _jars_present(jars_dir):
         raise ServiceError(f"Maven could not resolve the Kafka jars:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
     return jars_dir
 
@@ -223,6 +231,11 @@ class LocalKafka(LocalService):
         log4j = self.data_dir / "log4j.properties"  # type: ignore[operator]
         opts = [f"-Xmx{self.config.heap_mb}m", f"-Xms{min(self.config.heap_mb, 256)}m"] if heap else ["-Xmx256m"]
         return [java, *opts, f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{jars}/*", *args]
+
+    def tool_command(self, main_class: str, *args: str) -> list[str]:
+        """A command running one of Kafka's own tools (``org.apache.kafka.tools.consumer.ConsoleConsumer``,
+        ...) from the broker's jars, with this broker's logging; the caller adds ``--bootstrap-server``."""
+        return self._java(main_class, *args)
 
     def start(self) -> LocalKafka:
         self.prepare()
