@@ -4,6 +4,7 @@ turns real detections into events."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import venv
@@ -84,3 +85,26 @@ def test_a_consumer_host_installs_no_torch_dali_or_triton_client_and_makes_event
     assert done.returncode == 0, done.stderr[-3000:]
     events = read_topic(kafka.bootstrap, topics.events)
     assert {e.type for e in events} >= {"track.started", "line.crossed"}, sorted({e.type for e in events})
+    # the subscriber's side runs there too: the client, `events tail` and `events export`, without PyTorch
+    config = _config(tmp_path, kafka, topics)
+    tail = subprocess.run([py, "-X", "importtime", "-m", "pipeline", "events", "tail", "--config", config, "--from",
+                           "earliest", "--to-end", "--json"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)  # fmt: skip
+    assert tail.returncode == 0, tail.stderr[-3000:]
+    assert sorted(json.loads(line)["event_id"] for line in tail.stdout.splitlines()) == sorted(
+        e.event_id for e in events
+    )
+    assert not {m for m in _imported(tail.stderr) if m.split(".")[0] in HEAVY}
+    out = tmp_path / "events.parquet"
+    export = subprocess.run([py, "-m", "pipeline", "events", "export", "--config", config, "--from-topic",
+                             "--out", str(out), "--quiet"], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=300)  # fmt: skip
+    assert export.returncode == 0 and f"wrote {len(events)} events" in export.stdout, export.stderr[-3000:]
+    client = ("from pipeline.subscriber import EventFilter, EventSubscriber\n"
+              f"sub = EventSubscriber({kafka.bootstrap!r}, {topics.events!r}, start='earliest', "
+              "filter=EventFilter(types=['line.crossed']))\n"
+              "print(len(list(sub.events(to_end=True))))\n"
+              "import sys; assert 'torch' not in sys.modules")  # fmt: skip
+    done = subprocess.run([py, "-c", client], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout) == sum(e.type == "line.crossed" for e in events)

@@ -69,13 +69,20 @@ def start_of(text: str) -> Start:
     return parse_time(text, "--from")
 
 
+def _when(t: float) -> str:
+    """A capture time as UTC; times before 2001 are seconds since the stream began (simulated cameras, files)."""
+    if t < 1e9:
+        return f"{t:.3f}s"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def line_of(e: Event) -> str:
     """One readable line per event."""
-    when = datetime.fromtimestamp(e.frame_time, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    when = _when(e.frame_time)
     about = " ".join(v for v in (e.track_id, e.class_name, e.zone and f"zone={e.zone}", e.line and f"line={e.line}",
                                  e.direction) if v)  # fmt: skip
     details = " ".join(f"{k}={v}" for k, v in e.details.items())
-    return f"{when}  {e.type:<15} {e.camera_id:<16} {about}  {details}".rstrip()
+    return f"{when:<9} {e.type:<15} {e.camera_id:<14} {about}  {details}".rstrip()
 
 
 def _print(e: Event, as_json: bool) -> None:
@@ -176,8 +183,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(row))
             else:
-                when = datetime.fromtimestamp(row["window_start"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                print(f"{when}  " + "  ".join(f"{f}={row[f]}" for f in by) + f"  events={row['events']}")
+                print(f"{_when(row['window_start']):<9} " + "  ".join(f"{f}={row[f]}" for f in by) + f"  events={row['events']}")
         return 0
     shown = 0
     for e in events:
