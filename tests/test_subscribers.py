@@ -484,3 +484,22 @@ def test_kafkas_console_consumer_reads_every_event_once_and_valid_while_a_member
     uncommitted = len(read_topic(conn, topics.events, None, committed=False)) - len(lines)
     assert uncommitted > 0, "the killed member had no open transaction with events in it"
     print(f"console consumer: {len(lines)} events, each once and valid; {uncommitted} aborted records it never saw")
+
+
+def test_the_readmes_example_script_prints_each_alert_once_and_plots_a_zones_occupancy(on_topic, events, tmp_path):
+    conn, topics, _ = on_topic
+    script = REPO_ROOT / "docs" / "examples" / "alerts_and_occupancy.py"
+    argv = [sys.executable, str(script), "--bootstrap", conn.bootstrap, "--topic", topics.events, "--vehicle",
+            "veh-1", "--camera", "veh-1/right", "--zone", "approach", "--seen", str(tmp_path / "seen.sqlite"),
+            "--plot", str(tmp_path / "occupancy.png")]  # fmt: skip
+    alerts = [e for e in events if e.type == "proximity.alert" and e.vehicle_id == "veh-1"]
+    windows = [e for e in events if e.type == "occupancy" and e.camera_id == "veh-1/right" and e.zone == "approach"]
+    first = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert alerts and f"{len(alerts)} new alerts" in first.stdout
+    assert all(e.track_id in first.stdout for e in alerts)
+    table = first.stdout.split("new alerts", 1)[1]
+    assert windows and len([line for line in table.splitlines() if line[:1].isdigit()]) == len(windows)
+    assert (tmp_path / "occupancy.png").stat().st_size > 1000
+    again = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert again.returncode == 0 and "0 new alerts" in again.stdout  # the group and the seen file carry on
