@@ -183,7 +183,8 @@ def cmd_query(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(row))
             else:
-                print(f"{_when(row['window_start']):<9} " + "  ".join(f"{f}={row[f]}" for f in by) + f"  events={row['events']}")
+                fields = "  ".join(f"{f}={row[f]}" for f in by)
+                print(f"{_when(row['window_start']):<9} {fields}  events={row['events']}")
         return 0
     shown = 0
     for e in events:
