@@ -129,8 +129,9 @@ def image_path_on_pixels(url: str, repository: Path, frames: list[np.ndarray], i
         answer = client.infer(model, inputs, outputs=[grpcclient.InferRequestedOutput(n) for n in outputs])
         return {n: answer.as_numpy(n) for n in outputs}
 
-    net = call(contract.NETWORK, {"images": images}, ["scores", "pred_masks"])
-    post = call(contract.POSTPROCESS, {"class_scores": net["scores"], "mask_logits": net["pred_masks"],
+    net = call(contract.NETWORK, {"images": images}, ["kept_scores", "kept_masks", "kept_queries"])
+    post = call(contract.POSTPROCESS, {"class_scores": net["kept_scores"], "mask_logits": net["kept_masks"],
+                                       "queries": net["kept_queries"],
                                        "original_size": original.astype(np.int32),
                                        "resized_size": resized.astype(np.int32)},
                 [t.name for t in contract.RESULTS])  # fmt: skip

@@ -60,6 +60,13 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_selection(args: argparse.Namespace) -> int:
+    from pipeline.bench.selection import bench_selection
+
+    bench_selection(images=args.images, batch=args.batch, score_threshold=args.score_threshold, json_path=args.json)
+    return 0
+
+
 def cmd_bench_ingest(args: argparse.Namespace) -> int:
     from pipeline.bench.ingest import bench_ingest
 
@@ -122,6 +129,13 @@ def register(sub: argparse._SubParsersAction, archs: list[str]) -> None:
     bi.add_argument("--seconds", type=float, default=12.0, help="length of the made clip (at least 10 s)")
     bi.add_argument("--json", type=Path, help="write the figures as a JSON object")
     bi.set_defaults(func=cmd_bench_ingest)
+    bk = bsub.add_parser("selection", help="the network's answer and post-processing CPU: every query vs the kept "
+                                           "instances only, same batch, results compared")  # fmt: skip
+    bk.add_argument("--images", type=Path, help="folder of photos (default: synthetic 1280x720 street frames)")
+    bk.add_argument("--batch", type=int, default=8)
+    bk.add_argument("--score-threshold", type=float, default=0.3)
+    bk.add_argument("--json", type=Path, help="write the figures as a JSON object")
+    bk.set_defaults(func=cmd_bench_selection)
     ba = bsub.add_parser("all", help="model, serving, consumer and pipeline in one run, figures merged, each "
                                      "next to its same-run baseline (about 10 minutes on 2 cores)")  # fmt: skip
     ba.add_argument("--arch", choices=archs, default="r50_giam", help="architecture of the model benchmark")

@@ -80,6 +80,7 @@ def ensure_repository(settings: Settings) -> Path:
     # candidates need side-by-side versions: a repository rendered before them is rebuilt too
     current = (repo / SPEC_FILE).is_file() and network.is_file() and "version_policy" in network.read_text()
     current = current and (repo / contract.VIDEO_ENSEMBLE / "config.pbtxt").is_file()  # and so must video
+    current = current and "kept_masks" in network.read_text()  # and the network answers kept instances only
     if not current or built is None or built["sha256"] != source["sha256"]:
         log.info("building the CPU-profile model repository of %s in %s", source["weights"], repo)
         build_repository(repo, "cpu", weights=Path(source["weights"]),

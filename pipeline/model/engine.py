@@ -18,7 +18,9 @@ from pipeline.errors import ExportError, GPUUnavailableError
 log = logging.getLogger(__name__)
 
 # ONNX node names (from the exporter's module scopes) whose layers stay in FP32 in FP16 builds.
-FP32_LAYERS = re.compile(r"inst_branch/(Sigmoid|Reduce\w*|Div|Clip|Softmax|Add|MatMul|Transpose)")
+# The kept-instance selection (``select/``, appended by pipeline.serving.selection) compares scores with the
+# threshold exactly as post-processing does, in FP32.
+FP32_LAYERS = re.compile(r"inst_branch/(Sigmoid|Reduce\w*|Div|Clip|Softmax|Add|MatMul|Transpose)|^select/")
 
 
 @dataclass

@@ -106,12 +106,11 @@ def preprocess_outputs(spec: ModelSpec) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def network_outputs(spec: ModelSpec) -> tuple[Tensor, ...]:
-    n, c = spec.num_queries, spec.num_classes
+    """What the served network answers: only the kept queries (``pipeline.serving.selection``), K per batch."""
     return (
-        Tensor("pred_logits", "FP32", (n, c)),
-        Tensor("pred_objectness", "FP32", (n, 1)),
-        Tensor("pred_masks", "FP32", (n, spec.mask_height, spec.mask_width)),
-        Tensor("scores", "FP32", (n, c)),
+        Tensor("kept_scores", "FP32", (-1, spec.num_classes)),
+        Tensor("kept_masks", "FP32", (-1, spec.mask_height, spec.mask_width)),
+        Tensor("kept_queries", "INT32", (-1,)),
     )
 
 
@@ -126,9 +125,9 @@ def models(spec: ModelSpec) -> dict[str, ModelIO]:
     """Inputs and outputs of the three composing models and the ensemble."""
     images, original, resized = preprocess_outputs(spec)
     net = network_outputs(spec)
-    masks, scores = net[2], net[3]
+    scores, masks, queries = net
     post_inputs = (Tensor("class_scores", "FP32", scores.dims), Tensor("mask_logits", "FP32", masks.dims),
-                   original, resized)  # fmt: skip
+                   Tensor("queries", "INT32", queries.dims), original, resized)  # fmt: skip
     return {
         PREPROCESS: ModelIO(PREPROCESS, (FRAMES,), (images, original, resized)),
         PREPROCESS_VIDEO: ModelIO(PREPROCESS_VIDEO, (SEGMENT, SKIP),
@@ -150,9 +149,10 @@ def ensemble_steps(spec: ModelSpec, video: bool = False) -> list[tuple[str, dict
     )
     return [
         first,
-        (NETWORK, {"images": "_images"}, {"scores": "_class_scores", "pred_masks": "_mask_logits"}),
+        (NETWORK, {"images": "_images"},
+         {"kept_scores": "_class_scores", "kept_masks": "_mask_logits", "kept_queries": "_queries"}),
         (POSTPROCESS,
-         {"class_scores": "_class_scores", "mask_logits": "_mask_logits", "original_size": "_original_size",
-          "resized_size": "_resized_size"},
+         {"class_scores": "_class_scores", "mask_logits": "_mask_logits", "queries": "_queries",
+          "original_size": "_original_size", "resized_size": "_resized_size"},
          {t.name: t.name for t in RESULTS}),
     ]  # fmt: skip

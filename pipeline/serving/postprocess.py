@@ -103,8 +103,13 @@ def postprocess_frame(
     score_threshold: float,
     mask_threshold: float = 0.45,
     stride: int = 4,
+    queries: np.ndarray | None = None,
 ) -> FrameResult:
-    """``class_scores`` (N, C) fused scores and ``mask_logits`` (N, h, w) of one frame."""
+    """``class_scores`` (N, C) fused scores and ``mask_logits`` (N, h, w) of one frame.
+
+    ``queries`` names the query of each row where the rows are a selection (the served network's
+    kept instances, :mod:`pipeline.serving.selection`); unset, row ``i`` is query ``i``.
+    """
     scores = class_scores.max(axis=-1)
     labels = class_scores.argmax(axis=-1)
     idx = np.flatnonzero(scores > score_threshold)
@@ -133,7 +138,7 @@ def postprocess_frame(
         classes=labels[idx].astype(np.int32),
         boxes=boxes,
         masks=masks,
-        query_index=idx.astype(np.int32),
+        query_index=(idx if queries is None else np.asarray(queries)[idx]).astype(np.int32),
     )
 
 

@@ -195,6 +195,18 @@ def write_repository(out: Path, spec: ModelSpec, target: Target, options: Reposi
     return out
 
 
+def score_threshold_of(repository: Path) -> float:
+    """The score threshold a repository was rendered with (its post-processing's, which the network's
+    kept-instance selection must match)."""
+    import re
+
+    text = (Path(repository) / contract.POSTPROCESS / "config.pbtxt").read_text()
+    found = re.search(r'key: "score_threshold" value: \{ string_value: "([^"]+)" \}', text)
+    if found is None:
+        raise PipelineError(f"{repository}: the postprocess config names no score_threshold")
+    return float(found.group(1))
+
+
 def read_spec(repository: Path) -> ModelSpec:
     path = Path(repository) / SPEC_FILE
     if not path.is_file():
@@ -236,16 +248,24 @@ def build_repository(
     engine is built from, and ``preprocess.json``; ``model.plan`` and ``model.dali`` are built on the
     GPU host (``model build-engine`` and ``python -m dali.serialize``), here too when CUDA is present.
     """
-    from pipeline.model.export import export_onnx
+    import tempfile
 
+    from pipeline.model.export import export_onnx
+    from pipeline.serving.selection import write_served_network
+
+    options = options or RepositoryOptions()
     spec, model = spec_for_checkpoint(weights, arch)
     if out.exists():
         for name in render_configs(spec, target, options):
             shutil.rmtree(out / name, ignore_errors=True)
     write_repository(out, spec, target, options)
     onnx_path = out / contract.NETWORK / "1" / "model.onnx"
-    report = export_onnx(model, onnx_path, height=spec.input_height, width=spec.input_width)  # type: ignore[arg-type]
-    log.info("ONNX %s verified against PyTorch: %s", onnx_path, report.max_abs_diff)
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = Path(tmp) / "exported.onnx"
+        report = export_onnx(model, exported, height=spec.input_height, width=spec.input_width)  # type: ignore[arg-type]
+        write_served_network(exported, onnx_path, options.score_threshold)
+    log.info("ONNX %s verified against PyTorch: %s; served with the kept-instance selection", onnx_path,
+             report.max_abs_diff)  # fmt: skip
     if target == "gpu":
         log.info("GPU profile: build %s/sparseinst/1/model.plan with 'sparseinst-pipeline model build-engine' and "
                  "%s/preprocess/1/model.dali with 'python -m dali.serialize' on the GPU host", out, out)  # fmt: skip

@@ -24,7 +24,7 @@ from pipeline.errors import PipelineError
 from pipeline.paths import checked_file
 from pipeline.serving import contract
 from pipeline.serving.control import control_headers
-from pipeline.serving.repository import FIRST_VERSION, PYTHON_MODELS, read_spec, render_ensemble
+from pipeline.serving.repository import FIRST_VERSION, PYTHON_MODELS, read_spec, render_ensemble, score_threshold_of
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,18 @@ class StagedVersion:
     folders: tuple[Path, ...]  # what staging added to the repository (removed again if the load fails)
 
 
-def check_onnx(path: Path, spec: contract.ModelSpec) -> None:
-    """The candidate's ONNX file has the network's tensors (names, and shapes past the batch)."""
+def _session(path: Path):
     import onnxruntime as ort
 
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise CandidateError(f"{path}: ONNX Runtime cannot load it: {exc}") from None
+
+
+def check_onnx(path: Path, spec: contract.ModelSpec) -> None:
+    """The candidate's ONNX file has the network's tensors (names, and shapes past the batch)."""
+    session = _session(path)
     io = contract.models(spec)[contract.NETWORK]
     names = {t.name for t in session.get_inputs()}
     missing = [t.name for t in io.inputs if t.name not in names]
@@ -88,8 +92,9 @@ def check_onnx(path: Path, spec: contract.ModelSpec) -> None:
     for t in io.outputs:
         if t.name not in outputs:
             raise CandidateError(f"{path}: no output {t.name!r}: a candidate needs the live version's tensors")
-        if tuple(outputs[t.name].shape[1:]) != t.dims:
-            raise CandidateError(f"{path}: output {t.name} is {list(outputs[t.name].shape[1:])} past the batch, "
+        got = tuple(outputs[t.name].shape[1:])
+        if len(got) != len(t.dims) or any(d not in (-1, g) for d, g in zip(t.dims, got)):
+            raise CandidateError(f"{path}: output {t.name} is {list(got)} past the batch, "
                                  f"live's is {list(t.dims)} (Triton shares one config across versions)")  # fmt: skip
 
 
@@ -124,10 +129,11 @@ def stage_candidate(repository: Path, *, weights: Path | None = None, onnx: Path
         if weights is not None:
             onnx = _export(Path(weights), arch, spec, Path(tmp) / "model.onnx")
         assert onnx is not None
-        check_onnx(Path(onnx), spec)
+        served = _served(Path(onnx), Path(tmp) / "served.onnx", score_threshold_of(repository))
+        check_onnx(served, spec)
         folder = repository / contract.NETWORK / str(version)
         folder.mkdir(parents=True)
-        shutil.copy2(onnx, folder / "model.onnx")
+        shutil.copy2(served, folder / "model.onnx")
     if plan is not None:
         shutil.copy2(plan, folder / "model.plan")
     module = PYTHON_MODELS[target].get(contract.NETWORK)  # type: ignore[index]
@@ -146,6 +152,17 @@ def stage_candidate(repository: Path, *, weights: Path | None = None, onnx: Path
     log.info("staged %s version %d in %s with ensembles %s", contract.NETWORK, version, repository,
              ", ".join(n for n, _ in ensembles))  # fmt: skip
     return StagedVersion(version, name, tuple(folders))
+
+
+def _served(onnx: Path, out: Path, score_threshold: float) -> Path:
+    """The candidate's network as it is served: a raw export gets the live version's kept-instance selection."""
+    from pipeline.serving.selection import is_served, write_served_network
+
+    _session(onnx)  # a file ONNX Runtime cannot load is refused as such, before anything reads it
+    try:
+        return onnx if is_served(onnx) else write_served_network(onnx, out, score_threshold)
+    except Exception as exc:
+        raise CandidateError(f"{onnx}: not an exported SparseInst network ({type(exc).__name__}: {exc})") from None
 
 
 def _export(weights: Path, arch: str | None, spec: contract.ModelSpec, out: Path) -> Path:

@@ -1,4 +1,4 @@
-"""``postprocess`` (both profiles): scores, threshold, rescoring, masks to frame size, boxes, COCO RLE."""
+"""``postprocess`` (both profiles): the kept queries' scores, rescoring, masks to frame size, boxes, COCO RLE."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ class TritonPythonModel:
         for request in requests:
             get = lambda name, r=request: pb_utils.get_input_tensor_by_name(r, name).as_numpy()  # noqa: E731
             try:
-                scores, masks = get("class_scores"), get("mask_logits")
+                scores, masks, queries = get("class_scores"), get("mask_logits"), get("queries")
                 original, resized = get("original_size"), get("resized_size")
                 results = [
                     postprocess_frame(s, m, tuple(o), tuple(r), score_threshold=self.score_threshold,
-                                      mask_threshold=self.mask_threshold, stride=self.stride)
-                    for s, m, o, r in zip(scores, masks, original, resized)
+                                      mask_threshold=self.mask_threshold, stride=self.stride, queries=q)
+                    for s, m, q, o, r in zip(scores, masks, queries, original, resized)
                 ]  # fmt: skip
                 packed = pack_results(results, original)
             except Exception as exc:

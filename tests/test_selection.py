@@ -1,0 +1,91 @@
+"""Only the kept instances leave the network: post-processing the served graph's kept rows gives, pixel for pixel,
+what post-processing every query gives, on real photos and synthetic frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from pipeline.data.synthetic import synthetic_image
+from pipeline.model.predictor import normalize, resize_image
+from pipeline.serving.postprocess import pack_results, postprocess_frame
+from pipeline.serving.selection import KEPT_OUTPUTS, is_served, select_kept, write_served_network
+
+MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media" / "images"
+THRESHOLDS = (0.3, 0.05)  # the default, and one low enough that most queries are kept
+
+
+@pytest.fixture(scope="module")
+def networks(tmp_path_factory):
+    from pipeline.model.export import export_onnx
+    from pipeline.serving.repository import spec_for_checkpoint
+
+    spec, model = spec_for_checkpoint()
+    folder = tmp_path_factory.mktemp("selection")
+    raw = export_onnx(model, folder / "raw.onnx", height=spec.input_height, width=spec.input_width).path
+    served = {t: write_served_network(raw, folder / f"served-{t}.onnx", t) for t in THRESHOLDS}
+    session = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])  # noqa: E731
+    return spec, session(raw), {t: session(p) for t, p in served.items()}, raw, served
+
+
+def _frames() -> list[np.ndarray]:
+    photos = sorted(MEDIA.glob("*/*.jpg"))[:8] if MEDIA.is_dir() else []
+    real = [cv2.imread(str(p))[:, :, ::-1].copy() for p in photos]
+    synthetic = [synthetic_image(seed, 0, 1280, 720).image for seed in range(4)]
+    return real + synthetic
+
+
+def _batch(spec, frames: list[np.ndarray]) -> tuple[np.ndarray, list, list]:
+    batch = np.zeros((len(frames), 3, spec.input_height, spec.input_width), np.float32)
+    resized_sizes = []
+    for i, f in enumerate(frames):
+        r = resize_image(f, spec.min_size, spec.max_size)
+        batch[i, :, : r.shape[0], : r.shape[1]] = normalize(r)
+        resized_sizes.append(r.shape[:2])
+    return batch, [f.shape[:2] for f in frames], resized_sizes
+
+
+def test_the_served_file_answers_kept_instances_and_the_export_does_not(networks):
+    _, _, _, raw, served = networks
+    assert not is_served(raw) and all(is_served(p) for p in served.values())
+
+
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+def test_post_processing_the_kept_rows_gives_exactly_what_post_processing_every_query_gives(networks, threshold):
+    spec, raw, served, _, _ = networks
+    frames = _frames()
+    if len(frames) < 8:
+        pytest.skip("the shared real photos are not here")
+    kept_rows = 0
+    for start in range(0, len(frames), 4):
+        chunk = frames[start : start + 4]
+        batch, originals, resized = _batch(spec, chunk)
+        scores, masks = raw.run(["scores", "pred_masks"], {"images": batch})
+        kept_scores, kept_masks, kept_queries = served[threshold].run(list(KEPT_OUTPUTS), {"images": batch})
+        assert kept_masks.shape[1] <= masks.shape[1]
+        kept_rows += kept_masks.shape[1]
+        # the graph's selection is the reference selection on the kept rows
+        ref = select_kept(scores, masks, threshold)
+        n_kept = (scores.max(axis=2) > threshold).sum(axis=1)
+        for i, n in enumerate(n_kept):
+            assert np.array_equal(kept_queries[i, :n], ref[2][i, :n])
+            assert np.array_equal(kept_masks[i, :n], masks[i, kept_queries[i, :n]])
+        full, selected = [], []
+        for i in range(len(chunk)):
+            kw = {"score_threshold": threshold, "mask_threshold": 0.45, "stride": spec.mask_stride}
+            a = postprocess_frame(scores[i], masks[i], originals[i], resized[i], **kw)
+            b = postprocess_frame(kept_scores[i], kept_masks[i], originals[i], resized[i], queries=kept_queries[i],
+                                  **kw)  # fmt: skip
+            for field in ("scores", "classes", "boxes", "masks", "query_index"):
+                assert np.array_equal(getattr(a, field), getattr(b, field)), (start + i, field)
+            full.append(a)
+            selected.append(b)
+        sizes = np.array(originals)
+        assert {k: v.tolist() for k, v in pack_results(full, sizes).items()} == {
+            k: v.tolist() for k, v in pack_results(selected, sizes).items()}  # fmt: skip
+    if threshold == 0.3:  # the point: far fewer rows than queries cross to post-processing
+        assert kept_rows < 0.5 * spec.num_queries * -(-len(frames) // 4)
