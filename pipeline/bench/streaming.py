@@ -34,9 +34,34 @@ def _write(figures: dict, json_path: Path | None) -> None:
         json_path.write_text(json.dumps(figures, indent=2) + "\n")
 
 
-def bench_consumer(*, messages: int = 3000, width: int = 1280, height: int = 720, instances: int = 10,
+def bench_consumer(*, messages: int = 3000, width: int = 1280, height: int = 720, instances: int | list[int] = 10,
                    json_path: Path | None = None) -> dict:  # fmt: skip
-    """One event processor against a bare kafka-python loop that reads and parses the same messages."""
+    """One event processor against a bare kafka-python loop that reads and parses the same messages.
+
+    ``instances`` may be several counts: each gets its own topic, run and baseline on one broker; the
+    figures of the first are the top-level ``consumer_*`` keys and every count's are under
+    ``consumer_by_instances``.
+    """
+    from pipeline.local.kafka import LocalKafka
+
+    counts = [instances] if isinstance(instances, int) else list(instances)
+    by_count: dict[str, dict] = {}
+    with LocalKafka() as kafka:
+        for k in counts:
+            by_count[str(k)] = _consumer_run(kafka.bootstrap, messages, width, height, k)
+            log.info("consumer at %d instances: %s", k, by_count[str(k)])
+    figures = dict(by_count[str(counts[0])])
+    if len(counts) > 1:
+        figures["consumer_by_instances"] = {k: {f: v[f] for f in ("consumer_msgs_per_s",
+                                                                  "consumer_baseline_msgs_per_s",
+                                                                  "consumer_vs_baseline", "consumer_cpu_ms_per_msg",
+                                                                  "message_bytes", "events")}
+                                            for k, v in by_count.items()}  # fmt: skip
+    _write(figures, json_path)
+    return figures
+
+
+def _consumer_run(bootstrap: str, messages: int, width: int, height: int, instances: int) -> dict:
     from kafka import KafkaConsumer, KafkaProducer
 
     from consumers.rules import DEMO_RULES, load_rules
@@ -45,52 +70,53 @@ def bench_consumer(*, messages: int = 3000, width: int = 1280, height: int = 720
     from pipeline.data.detections import moving_cars
     from pipeline.kafka.connection import KafkaConnection
     from pipeline.kafka.topics import Topics, TopicSpec, ensure_topics
-    from pipeline.local.kafka import LocalKafka
     from pipeline.messages import FrameDetections
 
     camera = "bench/right"  # the demo's side camera: a zone and a line, so every rule has work
     frames = moving_cars(messages, camera_id=camera, width=width, height=height, instances=instances)
     values = [f.model_dump_json().encode() for f in frames]
     rules = load_rules(DEMO_RULES)
-    with LocalKafka() as kafka:
-        topics = Topics(detections=f"bench-{uuid.uuid4().hex[:6]}", events="bench-events")
-        ensure_topics(kafka.bootstrap, topics, TopicSpec(partitions=1))
-        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, compression_type="gzip", linger_ms=5)
-        for v in values:
-            producer.send(topics.detections, key=camera.encode(), value=v)
-        producer.flush()
-        producer.close()
+    topics = Topics(detections=f"bench-{uuid.uuid4().hex[:6]}", events=f"bench-events-{uuid.uuid4().hex[:6]}")
+    ensure_topics(bootstrap, topics, TopicSpec(partitions=1))
+    producer = KafkaProducer(bootstrap_servers=bootstrap, compression_type="gzip", linger_ms=5)
+    for v in values:
+        producer.send(topics.detections, key=camera.encode(), value=v)
+    producer.flush()
+    producer.close()
 
-        # baseline: what reading and parsing the messages alone costs in kafka-python
-        reader = KafkaConsumer(topics.detections, bootstrap_servers=kafka.bootstrap, group_id=None,
-                               auto_offset_reset="earliest", enable_auto_commit=False,
-                               isolation_level="read_committed", max_poll_records=200)  # fmt: skip
-        seen, start = 0, None
-        while seen < messages:
-            for records in reader.poll(timeout_ms=1000).values():
-                start = start or time.monotonic()
-                for r in records:
-                    FrameDetections.model_validate_json(r.value)
-                seen += len(records)
-        baseline_wall = time.monotonic() - (start or time.monotonic())
-        reader.close()
+    # baseline: what reading and parsing the messages alone costs in kafka-python
+    reader = KafkaConsumer(topics.detections, bootstrap_servers=bootstrap, group_id=None,
+                           auto_offset_reset="earliest", enable_auto_commit=False,
+                           isolation_level="read_committed", max_poll_records=200)  # fmt: skip
+    seen, start = 0, None
+    while seen < messages:
+        for records in reader.poll(timeout_ms=1000).values():
+            start = start or time.monotonic()
+            for r in records:
+                FrameDetections.model_validate_json(r.value)
+            seen += len(records)
+    baseline_wall = time.monotonic() - (start or time.monotonic())
+    reader.close()
 
-        conn = KafkaConnection.of(kafka.bootstrap)
-        with consumer_side(conn, topics, rules, ConsumerSettings(), member_id="bench", group_id="bench",
-                           max_poll_records=500) as side:  # fmt: skip
-            proc = side.processor
-            while not proc.poll_once():  # joining the group and the first fetch are not throughput
-                pass
-            start = time.monotonic() - proc.stats.busy_s  # ...but the first poll's processing is
-            while proc.stats.messages < messages:
-                proc.poll_once()
-            wall = time.monotonic() - start
-            stats = proc.stats
+    conn = KafkaConnection.of(bootstrap)
+    with consumer_side(conn, topics, rules, ConsumerSettings(), member_id="bench", group_id=f"bench-{topics.events}",
+                       max_poll_records=500) as side:  # fmt: skip
+        proc = side.processor
+        cpu = time.process_time()  # this process (the step and the Kafka client threads), joining included
+        while not proc.poll_once():  # joining the group and the first fetch are not throughput
+            pass
+        start = time.monotonic() - proc.stats.busy_s  # ...but the first poll's processing is
+        while proc.stats.messages < messages:
+            proc.poll_once()
+        wall = time.monotonic() - start
+        cpu = time.process_time() - cpu
+        stats = proc.stats
     baseline = messages / baseline_wall
-    figures = {
+    return {
         "consumer_msgs_per_s": round(messages / wall, 1),
         "consumer_baseline_msgs_per_s": round(baseline, 1),
         "consumer_vs_baseline": round(messages / wall / baseline, 3),
+        "consumer_cpu_ms_per_msg": round(cpu * 1000 / stats.messages, 3),
         "messages": messages,
         "instances_per_message": instances,
         "frame_width": width,
@@ -100,8 +126,6 @@ def bench_consumer(*, messages: int = 3000, width: int = 1280, height: int = 720
         "transactions": stats.transactions,
         "wall_s": round(wall, 2),
     }
-    _write(figures, json_path)
-    return figures
 
 
 LOADS = (50, 75, 90)  # paced runs, % of the measured capacity

@@ -38,6 +38,16 @@ def cmd_bench_consumer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected counts such as 10 or 1,10,50,100, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"instance counts must be 1 or more, got {text!r}")
+    return counts
+
+
 def cmd_bench_all(args: argparse.Namespace) -> int:
     from pipeline.bench.all import bench_all
 
@@ -104,7 +114,8 @@ def register(sub: argparse._SubParsersAction, archs: list[str]) -> None:
     bc.add_argument("--messages", type=int, default=3000)
     bc.add_argument("--width", type=int, default=1280, help="frame width of the messages' masks")
     bc.add_argument("--height", type=int, default=720)
-    bc.add_argument("--instances", type=int, default=10, help="instances per message")
+    bc.add_argument("--instances", type=_counts, default=[10], help="instances per message; several as 1,10,50,100 "
+                    "(one run and baseline each, on one broker)")  # fmt: skip
     bc.add_argument("--json", type=Path, help="write the figures as a flat JSON object")
     bc.set_defaults(func=cmd_bench_consumer)
     bp = bsub.add_parser("pipeline", help="end-to-end fps and frame-to-event latency vs the Triton model alone")
