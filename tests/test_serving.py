@@ -207,3 +207,24 @@ def test_the_client_retries_an_unavailable_server_then_gives_up(frames):
 def test_a_request_past_its_deadline_times_out(triton, frames):
     with pytest.raises(InferenceTimeoutError):
         run(_infer(triton.grpc_url, frames, timeout_s=0.001))
+
+
+def test_the_host_budget_reads_each_models_cpu_from_its_own_stub_processes(triton, frames):
+    from pipeline.bench.host import cpu_seconds, host_budget, triton_cpu_seconds
+
+    models = ("preprocess", contract.NETWORK, "postprocess")
+    before = triton_cpu_seconds(triton.process.pid, models)
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    batch = pack_frames([f.jpeg for f in frames[:4]])
+    inp = grpcclient.InferInput("frames", list(batch.shape), "UINT8")
+    inp.set_data_from_numpy(batch)
+    for _ in range(3):
+        client.infer(contract.ENSEMBLE, [inp])
+    client.close()
+    after = triton_cpu_seconds(triton.process.pid, models)
+    spent = {k: after[k] - before[k] for k in before}
+    assert all(v > 0 for v in spent.values()), spent  # every model's stubs and the server itself worked
+    assert spent[contract.NETWORK] > spent["postprocess"]  # the network is the heavy one here
+    assert cpu_seconds(2**22 + 12345) == 0.0  # a process that is gone counts nothing
+    budget = host_budget({"ingest": 0.5, "network": 50.0, "postprocess": 1.5}, cameras=60, fps=30)
+    assert budget["host_cpu_ms_per_frame_total"] == 2.0 and budget["host_cores_needed"] == 3.6  # network on the GPU

@@ -2,7 +2,9 @@
 
 Baselines: PyTorch eager for the model's optimised paths; ONNX Runtime alone (same model, batch
 and threads) for serving and the whole pipeline; a bare kafka-python loop that reads and parses
-the same messages for the consumer.
+the same messages for the consumer; decoding and re-encoding every frame for ingest. The host
+budget (``host_cpu_ms_per_frame``, :mod:`pipeline.bench.host`) is assembled from the CPU times
+these runs measured.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ ROWS = (
 
 
 def bench_all(*, model_arch: str = "r50_giam", json_path: Path | None = None) -> dict:
+    from pipeline.bench.host import budget_table, host_budget
+    from pipeline.bench.ingest import bench_ingest
     from pipeline.bench.model import bench_model
     from pipeline.bench.serving import bench_serving
     from pipeline.bench.streaming import bench_consumer, bench_pipeline
@@ -33,7 +37,20 @@ def bench_all(*, model_arch: str = "r50_giam", json_path: Path | None = None) ->
     figures.update(bench_serving())
     figures.update(bench_consumer())
     figures.update(bench_pipeline())
+    figures.update(bench_ingest())
+    served = figures["serving_cpu_ms_per_frame_b8"]
+    figures["host_cpu_ms_per_frame"] = {
+        "ingest": figures["ingest_cpu_ms_per_frame"]["segments"], **served,
+        "publish": figures["publish_cpu_ms_per_msg"], "consumer": figures["consumer_cpu_ms_per_msg"],
+    }  # fmt: skip
+    figures.update(host_budget(figures["host_cpu_ms_per_frame"]))
+    serving_size = "640x360 JPEG"
+    consumer_size = f"{figures['frame_width']}x{figures['frame_height']}, {figures['instances_per_message']} inst"
+    sizes = {"ingest": f"{figures['ingest_frame_width']}x{figures['ingest_frame_height']} H.264",
+             "preprocess": serving_size, "network": serving_size, "postprocess": serving_size, "triton": serving_size,
+             "publish": consumer_size, "consumer": consumer_size}  # fmt: skip
     print(summary(figures))
+    print(budget_table(figures["host_cpu_ms_per_frame"], sizes, figures))
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(figures, indent=2) + "\n")

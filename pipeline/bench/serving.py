@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.bench.host import triton_cpu_seconds
 from pipeline.bench.timing import percentile_ms, throughput, time_calls
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def bench_serving(
     from pipeline.serving.client import pack_frames
     from pipeline.serving.repository import RepositoryOptions, build_repository, read_spec
 
-    figures: dict[str, float] = {}
+    figures: dict = {}
     with tempfile.TemporaryDirectory(prefix="sparseinst-bench-") as tmp:
         repo = build_repository(Path(tmp) / "repo", "cpu", weights=weights,
                                 options=RepositoryOptions(cpu_threads=threads))  # fmt: skip
@@ -98,7 +99,13 @@ def bench_serving(
                 after = _stage_ms(client)
                 for stage in STAGES:
                     figures[f"serving_{stage}_ms_b{b}"] = (after[stage] - before[stage]) / (warmup + requests)
+                cpu_before = triton_cpu_seconds(server.process.pid, STAGES)  # type: ignore[union-attr]
                 figures[f"serving_fps_b{b}"] = b * throughput(call, calls=requests, concurrency=in_flight)
+                cpu_after = triton_cpu_seconds(server.process.pid, STAGES)  # type: ignore[union-attr]
+                frames = b * (requests + in_flight)  # the throughput run's calls, its warm ones included
+                figures[f"serving_cpu_ms_per_frame_b{b}"] = {
+                    ("network" if k == contract.NETWORK else k): round((cpu_after[k] - v) * 1000 / frames, 3)
+                    for k, v in cpu_before.items()}  # fmt: skip
                 bar.close()
             client.close()
 
