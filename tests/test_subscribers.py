@@ -503,3 +503,25 @@ def test_the_readmes_example_script_prints_each_alert_once_and_plots_a_zones_occ
     assert (tmp_path / "occupancy.png").stat().st_size > 1000
     again = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert again.returncode == 0 and "0 new alerts" in again.stdout  # the group and the seen file carry on
+
+
+def test_a_sink_file_written_before_events_carried_masks_is_read_and_extended(events, tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)  # the layout before streams and masks were kept
+    old.executescript("""
+        CREATE TABLE events (event_id TEXT PRIMARY KEY, type TEXT NOT NULL, camera_id TEXT NOT NULL, vehicle_id TEXT,
+            frame_index INTEGER NOT NULL, frame_time REAL NOT NULL, track_id TEXT, class_name TEXT, zone TEXT,
+            line TEXT, direction TEXT, model_name TEXT, model_version TEXT, details TEXT);
+        INSERT INTO events VALUES ('old-1', 'line.crossed', 'cam', NULL, 5, 0.5, 'cam#1', 'car', NULL, 'door',
+            'positive', 'm', '1', '{"count": 1}');
+    """)  # fmt: skip
+    old.commit()
+    old.close()
+    store = EventStore(path)
+    assert store.add(events[:5]) == 5
+    got = {e.event_id: e for e in store.select()}
+    store.close()
+    assert got["old-1"].mask is None and got["old-1"].stream_epoch == 0 and got["old-1"].details == {"count": 1}
+    assert [got[e.event_id].mask for e in events[:5]] == [e.mask for e in events[:5]]
