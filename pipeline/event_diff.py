@@ -2,7 +2,8 @@
 
 Event ids are derived from what an event is about (camera, type, track, zone or line, frame), so
 the same event in both runs has the same id. *Changed* means the same id with other content
-(class, direction, details); the producing model's name and version are not content.
+(class, direction, details); the producing model's name and version are not content, nor is the
+track's mask (another model's masks differ by some pixels on every event: the diff is about decisions).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from pipeline.html_pages import page, table
 from pipeline.messages import Event
 
-IGNORED = {"model_name", "model_version"}
+IGNORED = {"model_name", "model_version", "mask"}
 EXAMPLES = 5  # per type and kind in the report
 
 
