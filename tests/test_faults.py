@@ -100,7 +100,9 @@ def test_a_broker_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(c
     conn = conn_of(cluster)
     topics = new_topics(conn, SPEC)
     senders = producer_threads()
-    with running_consumer(conn, topics, RULES) as proc:
+    # a commit whose coordinator died waits out the transaction timeout before the producer is replaced:
+    # 15 s here (the default 60 s, with the state reload after it, can outlast the wait below on a loaded host)
+    with running_consumer(conn, topics, RULES, transaction_timeout_s=15) as proc:
         publisher = DetectionPublisher(conn, topics.detections)
         runner = IngestRunner([SyntheticVehicle("veh-1", 1, cameras=2, seconds=8)], ClientConfig(url=triton.grpc_url),
                               publisher, max_batch=8)  # fmt: skip
