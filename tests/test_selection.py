@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from pipeline.data.synthetic import synthetic_image
-from pipeline.model.predictor import normalize, resize_image
+from pipeline.model.predictor import fixed_input_batch
 from pipeline.serving.postprocess import pack_results, postprocess_frame
 from pipeline.serving.selection import KEPT_OUTPUTS, is_served, select_kept, write_served_network
 
@@ -40,13 +40,8 @@ def _frames() -> list[np.ndarray]:
 
 
 def _batch(spec, frames: list[np.ndarray]) -> tuple[np.ndarray, list, list]:
-    batch = np.zeros((len(frames), 3, spec.input_height, spec.input_width), np.float32)
-    resized_sizes = []
-    for i, f in enumerate(frames):
-        r = resize_image(f, spec.min_size, spec.max_size)
-        batch[i, :, : r.shape[0], : r.shape[1]] = normalize(r)
-        resized_sizes.append(r.shape[:2])
-    return batch, [f.shape[:2] for f in frames], resized_sizes
+    batch, resized = fixed_input_batch(frames, spec.min_size, spec.max_size, spec.input_height, spec.input_width)
+    return batch, [f.shape[:2] for f in frames], resized
 
 
 def test_the_served_file_answers_kept_instances_and_the_export_does_not(networks):

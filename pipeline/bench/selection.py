@@ -44,19 +44,14 @@ def bench_selection(*, images: Path | None = None, batch: int = 8, score_thresho
     import onnxruntime as ort
 
     from pipeline.model.export import export_onnx
-    from pipeline.model.predictor import normalize, resize_image
+    from pipeline.model.predictor import fixed_input_batch
     from pipeline.serving.postprocess import pack_results, postprocess_frame
     from pipeline.serving.repository import spec_for_checkpoint
     from pipeline.serving.selection import KEPT_OUTPUTS, write_served_network
 
     spec, model = spec_for_checkpoint()
     frames = _frames(images, batch)
-    x = np.zeros((len(frames), 3, spec.input_height, spec.input_width), np.float32)
-    resized = []
-    for i, f in enumerate(frames):
-        r = resize_image(f, spec.min_size, spec.max_size)
-        x[i, :, : r.shape[0], : r.shape[1]] = normalize(r)
-        resized.append(r.shape[:2])
+    x, resized = fixed_input_batch(frames, spec.min_size, spec.max_size, spec.input_height, spec.input_width)
     originals = [f.shape[:2] for f in frames]
     with tempfile.TemporaryDirectory() as tmp:
         raw = export_onnx(model, Path(tmp) / "raw.onnx", height=spec.input_height, width=spec.input_width).path

@@ -57,6 +57,19 @@ def pad_batch(images: Sequence[np.ndarray], divisibility: int = 32) -> np.ndarra
     return out
 
 
+def fixed_input_batch(images: Sequence[np.ndarray], min_size: int, max_size: int, height: int,
+                      width: int) -> tuple[np.ndarray, list[tuple[int, int]]]:  # fmt: skip
+    """RGB uint8 images resized (official sizes), normalised and zero-padded into one (B, 3, height, width)
+    batch, the fixed input of an exported network; also each image's size after resizing."""
+    out = np.zeros((len(images), 3, height, width), dtype=np.float32)
+    sizes = []
+    for i, im in enumerate(images):
+        r = resize_image(im, min_size, max_size)
+        out[i, :, : r.shape[0], : r.shape[1]] = normalize(r)
+        sizes.append(r.shape[:2])
+    return out, sizes
+
+
 @dataclass
 class Instances:
     """One image's instances; every array is aligned on the K kept queries."""
