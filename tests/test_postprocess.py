@@ -11,6 +11,7 @@ from scipy.ndimage import gaussian_filter
 from pipeline import rle
 from pipeline.model.predictor import postprocess
 from pipeline.serving.jpeg import InvalidFrame, check_frame, jpeg_size
+from pipeline.serving.mask_kernels import crop_to_rle, empty_rle
 from pipeline.serving.postprocess import pack_results, postprocess_frame
 
 
@@ -24,6 +25,26 @@ def test_rle_is_byte_identical_to_pycocotools_and_round_trips(shape, density):
     assert got["size"] == list(shape)
     np.testing.assert_array_equal(rle.decode(got), mask)
     assert rle.area(got) == int(mask.sum())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_crop_gives_the_rle_and_box_of_its_whole_frame(seed):
+    """Crops anywhere, touching every edge of the frame included (a run that ends at the bottom of one column
+    and goes on at the top of the next is one run in COCO's order)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        ch, cw = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
+        y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        prob = (rng.random((ch, cw)) * rng.choice([0.5, 1.0, 2.0])).astype(np.float32)
+        frame = np.zeros((h, w), bool)
+        frame[y0 : y0 + ch, x0 : x0 + cw] = prob > 0.45
+        counts, box = crop_to_rle(prob, 0.45, y0, x0, h, w)
+        assert counts.decode() == rle.encode(frame)["counts"]
+        ys, xs = np.flatnonzero(frame.any(axis=1)), np.flatnonzero(frame.any(axis=0))
+        want = [xs[0], ys[0], xs[-1] + 1, ys[-1] + 1] if ys.size else [0, 0, 0, 0]
+        assert box.tolist() == want
+    assert empty_rle(7, 5).decode() == rle.encode(np.zeros((7, 5), bool))["counts"]
 
 
 def test_a_malformed_rle_is_refused():

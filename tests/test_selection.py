@@ -84,3 +84,50 @@ def test_post_processing_the_kept_rows_gives_exactly_what_post_processing_every_
             k: v.tolist() for k, v in pack_results(selected, sizes).items()}  # fmt: skip
     if threshold == 0.3:  # the point: far fewer rows than queries cross to post-processing
         assert kept_rows < 0.5 * spec.num_queries * -(-len(frames) // 4)
+
+
+def _dense_reference(class_scores, mask_logits, original, resized, *, score_threshold, mask_threshold, stride):
+    """Post-processing as written first: every probability, full-frame resampled masks, RLE of whole frames."""
+    from pipeline import rle
+    from pipeline.dense_masks import masks_to_boxes
+    from pipeline.serving.postprocess import mask_resampler
+
+    scores, labels = class_scores.max(axis=-1), class_scores.argmax(axis=-1)
+    idx = np.flatnonzero(scores > score_threshold)
+    with np.errstate(over="ignore"):
+        probs = 1.0 / (1.0 + np.exp(-mask_logits[idx].astype(np.float32)))
+    binary = probs > mask_threshold
+    maskness = (probs * binary).sum(axis=(1, 2)) / (binary.sum(axis=(1, 2)) + 1e-6)
+    rows = mask_resampler(probs.shape[1], stride, int(resized[0]), int(original[0]))
+    cols = mask_resampler(probs.shape[2], stride, int(resized[1]), int(original[1]))
+    masks = np.zeros((idx.size, *original), bool)
+    for k, p in enumerate(probs):
+        masks[k] = rows @ p @ cols.T > mask_threshold
+    counts = [rle.encode(m)["counts"].encode() for m in masks]
+    return (scores[idx] * maskness).astype(np.float32), labels[idx], masks_to_boxes(masks), masks, counts
+
+
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+def test_crop_wise_post_processing_equals_the_dense_full_frame_one(networks, threshold):
+    """Masks resampled only where they can be set, RLE written from the crops: the same scores, boxes, masks and
+    RLE strings as full-frame resampling of every probability, on the shared photos and synthetic frames."""
+    spec, _, served, _, _ = networks
+    frames = _frames()
+    checked = 0
+    for start in range(0, len(frames), 4):
+        chunk = frames[start : start + 4]
+        batch, originals, resized = _batch(spec, chunk)
+        kept_scores, kept_masks, kept_queries = served[threshold].run(list(KEPT_OUTPUTS), {"images": batch})
+        for i in range(len(chunk)):
+            kw = {"score_threshold": threshold, "mask_threshold": 0.45, "stride": spec.mask_stride}
+            got = postprocess_frame(kept_scores[i], kept_masks[i], originals[i], resized[i], queries=kept_queries[i],
+                                    **kw)  # fmt: skip
+            scores, classes, boxes, masks, counts = _dense_reference(kept_scores[i], kept_masks[i], originals[i],
+                                                                     resized[i], **kw)  # fmt: skip
+            assert np.array_equal(got.scores, scores), start + i
+            assert np.array_equal(got.classes, classes), start + i
+            assert np.array_equal(got.boxes, boxes), start + i
+            assert np.array_equal(got.masks, masks), start + i
+            assert got.counts == counts, start + i
+            checked += masks.size
+    assert checked > 10_000_000  # pixels compared

@@ -14,8 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline import rle
-from pipeline.dense_masks import masks_to_boxes
+from pipeline.serving.mask_kernels import candidate_boxes, crop_bounds, crop_to_rle, empty_rle
 
 
 @lru_cache(maxsize=64)
@@ -64,25 +63,19 @@ def resampling_band(mask_size: int, stride: int, resized: int, original: int) ->
     return Band(m, in_lo, in_hi, out_lo, out_hi, cols_any)
 
 
-def _resample_box(prob: np.ndarray, support: np.ndarray, rows: Band, cols: Band,
-                  threshold: float) -> tuple[int, int, np.ndarray] | None:  # fmt: skip
-    """The thresholded full-size mask within the box where it can be set: (y0, x0, crop), None if empty.
+@dataclass(frozen=True)
+class MaskCrop:
+    """A full-size mask that is ``prob > threshold`` in a crop whose top-left pixel is (``y0``, ``x0``), and
+    empty elsewhere."""
 
-    Each output pixel is a convex combination of its input pixels (weights >= 0 that sum to 1), so
-    it can exceed ``threshold`` only where an input pixel with weight does: outputs reached from
-    the support's bounding rows and columns. Within them every input with weight is used, so the
-    crop is exactly the full-size result there and the rest of the frame is exactly empty.
-    """
-    r_idx = np.flatnonzero(support.any(axis=1) & rows.reaches)
-    c_idx = np.flatnonzero(support.any(axis=0) & cols.reaches)
-    if r_idx.size == 0 or c_idx.size == 0:
-        return None
-    y0, y1 = int(rows.out_lo[r_idx].min()), int(rows.out_hi[r_idx].max())
-    x0, x1 = int(cols.out_lo[c_idx].min()), int(cols.out_hi[c_idx].max())
-    a0, a1 = int(rows.in_lo[y0:y1].min()), int(rows.in_hi[y0:y1].max())
-    b0, b1 = int(cols.in_lo[x0:x1].min()), int(cols.in_hi[x0:x1].max())
-    full = rows.matrix[y0:y1, a0:a1] @ prob[a0:a1, b0:b1] @ cols.matrix[x0:x1, b0:b1].T
-    return y0, x0, full > threshold
+    y0: int
+    x0: int
+    prob: np.ndarray  # (h, w) float32
+    threshold: float
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.prob > self.threshold
 
 
 @dataclass
@@ -90,8 +83,37 @@ class FrameResult:
     scores: np.ndarray  # (K,) float32
     classes: np.ndarray  # (K,) int32
     boxes: np.ndarray  # (K, 4) float32 xyxy in frame pixels
-    masks: np.ndarray  # (K, H, W) bool
+    counts: list[bytes]  # (K,) COCO RLE counts of each mask at frame size
     query_index: np.ndarray  # (K,) int32
+    size: tuple[int, int]  # the frame's (H, W)
+    crops: list[MaskCrop | None]  # per instance: where its mask can be set (None: nowhere)
+
+    @property
+    def masks(self) -> np.ndarray:
+        """(K, H, W) bool full-frame masks (checks and drawing; the serving path never makes them)."""
+        out = np.zeros((len(self.crops), *self.size), bool)
+        for k, c in enumerate(self.crops):
+            if c is not None:
+                out[k, c.y0 : c.y0 + c.prob.shape[0], c.x0 : c.x0 + c.prob.shape[1]] = c.mask
+        return out
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    # float32 exp overflows to inf for very negative logits: 1 / inf is the right 0, without the warning
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-logits.astype(np.float32)))
+
+
+# Mask probabilities are computed only where they can matter: a logit this far below the threshold's
+# logit gives a probability below the threshold whatever float32 rounding does (the margin is ~1e5 ulp).
+_LOGIT_MARGIN = 0.01
+# Probabilities are computed this many cells around a mask's candidate box, which holds the inputs its
+# resampling uses at the usual scales (elsewhere they are computed again for the inputs needed).
+_AROUND = 3
+
+
+def _band_arrays(band: Band) -> tuple:
+    return band.reaches, band.out_lo, band.out_hi, band.in_lo, band.in_hi
 
 
 def postprocess_frame(
@@ -115,30 +137,62 @@ def postprocess_frame(
     idx = np.flatnonzero(scores > score_threshold)
     (oh, ow), (rh, rw) = (int(v) for v in original_size), (int(v) for v in resized_size)
     if idx.size == 0:
-        return FrameResult(np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros((0, 4), np.float32),
-                           np.zeros((0, oh, ow), bool), np.zeros(0, np.int32))  # fmt: skip
-    # float32 exp overflows to inf for very negative logits: 1 / inf is the right 0, without the warning
-    with np.errstate(over="ignore"):
-        probs = 1.0 / (1.0 + np.exp(-mask_logits[idx].astype(np.float32)))
-    binary = probs > mask_threshold
-    maskness = (probs * binary).sum(axis=(1, 2)) / (binary.sum(axis=(1, 2)) + 1e-6)
-    rows = resampling_band(probs.shape[1], stride, rh, oh)
-    cols = resampling_band(probs.shape[2], stride, rw, ow)
-    masks = np.zeros((idx.size, oh, ow), bool)
-    boxes = np.zeros((idx.size, 4), np.float32)
-    for k in range(idx.size):  # full-size resampling only inside each instance's box
-        crop = _resample_box(probs[k], binary[k], rows, cols, mask_threshold)
-        if crop is None:
+        return FrameResult(np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros((0, 4), np.float32), [],
+                           np.zeros(0, np.int32), (oh, ow), [])  # fmt: skip
+    logits = mask_logits[idx].astype(np.float32, copy=False)
+    # Probabilities only around each mask's candidate box; the maskness sums run over whole zero-filled
+    # planes, so they add the same numbers in the same order as a sum over every probability would.
+    binary = np.zeros(logits.shape, bool)
+    weighted = np.zeros(logits.shape, np.float32)
+    _, h, w = logits.shape
+    rows, cols = resampling_band(h, stride, rh, oh), resampling_band(w, stride, rw, ow)
+    cut = np.log(mask_threshold / (1.0 - mask_threshold)) - _LOGIT_MARGIN
+    near: list[tuple[int, int, np.ndarray] | None] = []
+    for k, (r0, r1, c0, c1) in enumerate(candidate_boxes(logits, cut).tolist()):
+        if r1 == 0:
+            near.append(None)
             continue
-        y0, x0, m = crop
-        masks[k, y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
-        boxes[k] = masks_to_boxes(m[None])[0] + (x0, y0, x0, y0) if m.any() else 0
+        e0, e1 = max(r0 - _AROUND, 0), min(r1 + _AROUND, h)
+        f0, f1 = max(c0 - _AROUND, 0), min(c1 + _AROUND, w)
+        prob = _sigmoid(logits[k, e0:e1, f0:f1])
+        near.append((e0, f0, prob))
+        inner = prob[r0 - e0 : r1 - e0, c0 - f0 : c1 - f0]
+        above = inner > mask_threshold
+        binary[k, r0:r1, c0:c1] = above
+        weighted[k, r0:r1, c0:c1] = inner * above
+    # Each output pixel is a convex combination of its input pixels (weights >= 0 that sum to 1), so it
+    # can exceed the threshold only where an input with weight does: in the outputs reached from the
+    # binary mask's rows and columns. Resampled there with every input of weight, the crop is exactly
+    # the full-size result, and the rest of the frame is exactly empty.
+    crops: list[MaskCrop | None] = []
+    for k, (y0, y1, x0, x1, a0, a1, b0, b1) in enumerate(
+        crop_bounds(binary, _band_arrays(rows), _band_arrays(cols)).tolist()
+    ):
+        around = near[k]
+        if y1 == 0 or around is None:
+            crops.append(None)
+            continue
+        e0, f0, prob = around
+        if a0 >= e0 and b0 >= f0 and a1 - e0 <= prob.shape[0] and b1 - f0 <= prob.shape[1]:
+            prob = prob[a0 - e0 : a1 - e0, b0 - f0 : b1 - f0]
+        else:
+            prob = _sigmoid(logits[k, a0:a1, b0:b1])
+        full = rows.matrix[y0:y1, a0:a1] @ prob @ cols.matrix[x0:x1, b0:b1].T
+        crops.append(MaskCrop(y0, x0, full, mask_threshold))
+    maskness = weighted.sum(axis=(1, 2)) / (binary.sum(axis=(1, 2)) + 1e-6)
+    boxes = np.zeros((idx.size, 4), np.float32)
+    counts = [empty_rle(oh, ow)] * idx.size
+    for k, c in enumerate(crops):  # threshold, box and RLE in one pass over each crop
+        if c is not None:
+            counts[k], boxes[k] = crop_to_rle(c.prob, c.threshold, c.y0, c.x0, oh, ow)
     return FrameResult(
         scores=(scores[idx] * maskness).astype(np.float32),
         classes=labels[idx].astype(np.int32),
         boxes=boxes,
-        masks=masks,
+        counts=counts,
         query_index=(idx if queries is None else np.asarray(queries)[idx]).astype(np.int32),
+        size=(oh, ow),
+        crops=crops,
     )
 
 
@@ -161,6 +215,5 @@ def pack_results(results: list[FrameResult], frame_sizes: np.ndarray) -> dict[st
         out["classes"][i, :n] = r.classes
         out["boxes"][i, :n] = r.boxes
         out["query_index"][i, :n] = r.query_index
-        for j, (m, box) in enumerate(zip(r.masks, r.boxes)):  # the box bounds the columns to scan
-            out["masks_rle"][i, j] = rle.encode(m, (int(box[0]), int(box[2])))["counts"].encode("ascii")
+        out["masks_rle"][i, :n] = r.counts
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from threadpoolctl import threadpool_limits
+
 from pipeline.serving.backends.common import error_response, log, parameters, short_error
 from pipeline.serving.postprocess import pack_results, postprocess_frame
 
@@ -12,6 +14,9 @@ class TritonPythonModel:
         self.score_threshold = float(p.get("score_threshold", 0.3))
         self.mask_threshold = float(p.get("mask_threshold", 0.45))
         self.stride = int(p.get("mask_stride", 4))
+        # each instance's resampling is a few small products: a BLAS thread pool spins more CPU than it saves,
+        # next to the server's other models on the same cores
+        threadpool_limits(1, user_api="blas")
 
     def execute(self, requests: list) -> list:
         import triton_python_backend_utils as pb_utils
