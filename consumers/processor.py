@@ -172,6 +172,7 @@ class EventProcessor:
         self._accepted: dict[str, float] = {}  # camera -> when a frame of its stream was last taken (monotonic)
         self._ended: dict[str, bool] = {}  # camera -> its last record this poll ended its stream
         self._dead_reasons: Counter[str] = Counter()  # of the open transaction
+        self._outbox: list[tuple[str, bytes, bytes | None]] = []  # (topic, key, value) of the open transaction
         self._failing_since: float | None = None
         self.stats = ConsumerStats()
         self._stop = threading.Event()
@@ -342,6 +343,9 @@ class EventProcessor:
         from kafka import OffsetAndMetadata
 
         self.producer.begin_transaction()
+        # what the transaction writes, sent in one go after the poll is handled: the producer's thread then
+        # batches it in a few requests instead of waking for every event while the records are handled
+        self._outbox = []
         touched: set[str] = set()
         done: list[tuple[str, int]] = []
         events_by_type: Counter[str] = Counter()
@@ -364,8 +368,9 @@ class EventProcessor:
                     done.append((camera, self.processors[camera].state.last_index))
             self._send_events(events, events_by_type)
             if dead is not None:
-                self.producer.send(self.topics.dead_letter, key=(dead.key or "").encode(),
-                                   value=dead.model_dump_json().encode())  # fmt: skip
+                self._outbox.append(
+                    (self.topics.dead_letter, (dead.key or "").encode(), dead.model_dump_json().encode())
+                )
         gone = self._expire(touched, events_by_type)
         trimmed = 0
         for cam in sorted(touched - set(gone)):
@@ -373,9 +378,12 @@ class EventProcessor:
             if cut:
                 log.warning("state of camera %s trimmed to fit %d bytes (%d tracks)", cam, self.state_max_bytes, cut)
             trimmed += cut
-            self.producer.send(self.topics.state, key=cam.encode(), value=value)
+            self._outbox.append((self.topics.state, cam.encode(), value))
         for cam in gone:
-            self.producer.send(self.topics.state, key=cam.encode(), value=None)  # tombstone
+            self._outbox.append((self.topics.state, cam.encode(), None))  # tombstone
+        for topic, key, value in self._outbox:
+            self.producer.send(topic, key=key, value=value)
+        self._outbox = []
         offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "", -1) for tp, rs in batches.items()}
         self._step(TxnStep.SEND_OFFSETS, offsets, self.consumer.group_metadata())
         self._step(TxnStep.COMMIT)
@@ -392,7 +400,7 @@ class EventProcessor:
 
     def _send_events(self, events: list[Event], counts: Counter[str]) -> None:
         for e in events:
-            self.producer.send(self.topics.events, key=e.camera_id.encode(), value=e.model_dump_json().encode())
+            self._outbox.append((self.topics.events, e.camera_id.encode(), e.model_dump_json().encode()))
             counts[e.type] += 1
 
     def _expire(self, touched: set[str], counts: Counter[str]) -> dict[str, str]:
