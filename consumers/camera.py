@@ -229,16 +229,12 @@ class CameraStep:
     # -------------------------------------------------------------------------------- tracking
 
     def _last_masks(self, tracks: list[Track]) -> RunMasks:
-        """The tracks' last masks side by side: one gather per frame they came from (usually one)."""
+        """The tracks' last masks side by side, gathered from the frames they came from (usually one)."""
         for t in tracks:
             if t.track_id not in self._masks:
                 mask = decode_mask(t)
                 self._masks[t.track_id] = (mask, 0)
-        first = self._masks[tracks[0].track_id][0]
-        picks = [self._masks[t.track_id] for t in tracks]
-        if all(masks is first for masks, _ in picks):  # the usual case: all seen in the last frame
-            return first.select([j for _, j in picks])
-        return RunMasks.concat([masks.take(j) for masks, j in picks])
+        return RunMasks.gather([self._masks[t.track_id] for t in tracks])
 
     def _remember(self, t: Track, obs: FrameObservations, j: int) -> None:
         self._masks[t.track_id] = (obs.masks, j)

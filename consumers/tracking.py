@@ -80,10 +80,10 @@ class Track(BaseModel):
     object_id: int | None = None
 
 
-def association_iou(tracks: list[Track], last: RunMasks, obs: FrameObservations) -> np.ndarray:
+def association_iou(tracks: list[Track], last: RunMasks, obs: FrameObservations, min_iou: float = 0.0) -> np.ndarray:
     """IoU between each track's last mask (``last``, in track order) and each observation; box IoU where
-    either mask is empty."""
-    iou = last.iou(obs.masks)
+    either mask is empty. Mask pairs that cannot reach ``min_iou`` are 0."""
+    iou = last.iou(obs.masks, min_iou)
     empty = (last.areas() == 0)[:, None] | (obs.areas == 0)[None, :]
     if empty.any():
         b = box_iou(np.array([t.box for t in tracks], float), np.array([o.box for o in obs.items], float))
@@ -107,11 +107,13 @@ def assign(tracks: list[Track], last: RunMasks, obs: FrameObservations, min_iou:
     """
     if not tracks or not len(obs):
         return []
-    iou = association_iou(tracks, last, obs)
-    cost = np.where(iou >= min_iou, 1.0 - iou, 10.0)
-    for r, c in zip(*np.nonzero(iou >= min_iou)):
-        if tracks[r].class_name != obs.items[c].class_name:
-            cost[r, c] += 0.1
+    iou = association_iou(tracks, last, obs, min_iou)
+    close = iou >= min_iou
+    cost = np.where(close, 1.0 - iou, 10.0)
+    if close.any():
+        track_class = np.array([t.class_name for t in tracks])
+        obs_class = np.array([o.class_name for o in obs.items])
+        cost += np.where(close & (track_class[:, None] != obs_class[None, :]), 0.1, 0.0)
     rows, cols = linear_sum_assignment(cost)
     return [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] < 10.0]
 

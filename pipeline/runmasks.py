@@ -11,6 +11,7 @@ nothing is ever decoded to a full frame.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -101,16 +102,38 @@ def _stats_of(starts: np.ndarray, ends: np.ndarray, first: np.ndarray, last: np.
 
 
 @njit(cache=True)
-def _pair_iou(sa, ea, fa, la, area_a, box_a, sb, eb, fb, lb, area_b, box_b) -> np.ndarray:
-    """(N, M) IoU; pairs whose boxes share no pixel are 0 without looking at their runs."""
+def _first_ending_after(ends: np.ndarray, lo: int, hi: int, flat: int) -> int:
+    """The first interval of ``lo:hi`` (sorted) that ends after flat index ``flat``."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ends[mid] <= flat:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _pair_iou(sa, ea, fa, la, area_a, box_a, sb, eb, fb, lb, area_b, box_b, h, min_iou) -> np.ndarray:
+    """(N, M) IoU. Pairs whose boxes share no pixel are 0 without looking at their runs, and so are pairs that
+    cannot reach ``min_iou`` (their intersection is at most the smaller area and the boxes' overlap, their
+    union at least the larger area). Runs are merged only over the columns both boxes cover."""
     out = np.zeros((fa.size, fb.size))
     for p in range(fa.size):
         for q in range(fb.size):
-            if not (box_a[p, 0] < box_b[q, 2] and box_b[q, 0] < box_a[p, 2]
-                    and box_a[p, 1] < box_b[q, 3] and box_b[q, 1] < box_a[p, 3]):  # fmt: skip
+            x0, x1 = max(box_a[p, 0], box_b[q, 0]), min(box_a[p, 2], box_b[q, 2])
+            y0, y1 = max(box_a[p, 1], box_b[q, 1]), min(box_a[p, 3], box_b[q, 3])
+            if x1 <= x0 or y1 <= y0:
                 continue
-            i, i_end, j, j_end, inter = fa[p], la[p], fb[q], lb[q], 0
-            while i < i_end and j < j_end:
+            big = max(area_a[p], area_b[q])
+            bound = min(min(area_a[p], area_b[q]), (x1 - x0) * (y1 - y0))
+            if big == 0 or bound < min_iou * big * (1.0 - 1e-9):
+                continue
+            stop = x1 * h  # past the last column both boxes cover
+            i, i_end = _first_ending_after(ea, fa[p], la[p], x0 * h), la[p]
+            j, j_end = _first_ending_after(eb, fb[q], lb[q], x0 * h), lb[q]
+            inter = 0
+            while i < i_end and j < j_end and sa[i] < stop and sb[j] < stop:
                 lo, hi = max(sa[i], sb[j]), min(ea[i], eb[j])
                 if hi > lo:
                     inter += hi - lo
@@ -125,13 +148,27 @@ def _pair_iou(sa, ea, fa, la, area_a, box_a, sb, eb, fb, lb, area_b, box_b) -> n
 
 
 @njit(cache=True)
-def _overlap(starts: np.ndarray, ends: np.ndarray, first: np.ndarray, last: np.ndarray,
-             prefix: np.ndarray) -> np.ndarray:  # fmt: skip
+def _overlap(starts: np.ndarray, ends: np.ndarray, first: np.ndarray, last: np.ndarray, h: int,
+             col_start: np.ndarray, y_lo: np.ndarray, y_hi: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Pixels of each mask inside a region given as rows ``y_lo[q]:y_hi[q]`` for ``q`` in
+    ``col_start[x]:col_start[x + 1]`` of each column ``x``: a table of a few KiB, read in order."""
     n = first.size
     out = np.zeros(n, np.int64)
     for i in range(n):
+        acc = 0
         for k in range(first[i], last[i]):
-            out[i] += prefix[ends[k]] - prefix[starts[k]]
+            s, e = starts[k], ends[k]
+            c = s // h
+            while s < e:  # an interval may run on over several columns
+                top = c * h
+                seg = min(e, top + h)
+                a, b = s - top, seg - top
+                for q in range(col_start[c], col_start[c + 1]):
+                    lo, hi = max(a, y_lo[q]), min(b, y_hi[q])
+                    if hi > lo:
+                        acc += hi - lo
+                s, c = seg, c + 1
+        out[i] = acc
     return out
 
 
@@ -212,6 +249,31 @@ class RunMasks:
         counts = None if any(p.counts is None for p in parts) else [c for p in parts for c in p.counts]  # type: ignore[union-attr]
         return cls(h, w, starts, ends, offsets, np.concatenate([p.stats for p in parts]), counts)
 
+    @classmethod
+    def gather(cls, picks: Sequence[tuple[RunMasks, int]]) -> RunMasks:
+        """Mask ``j`` of each ``(masks, j)``, in order (masks of one frame size): one copy of each distinct
+        source's intervals, not one per mask."""
+        sources: dict[int, tuple[RunMasks, int]] = {}  # id -> (source, offset of its intervals)
+        at = 0
+        for m, _ in picks:
+            if id(m) not in sources:
+                sources[id(m)] = (m, at)
+                at += len(m.starts)
+        if len(sources) == 1:
+            return picks[0][0].select([j for _, j in picks])
+        if not picks:
+            return cls.empty(0, 0)
+        h, w = picks[0][0].height, picks[0][0].width
+        if any((m.height, m.width) != (h, w) for m, _ in sources.values()):
+            raise ValueError("masks of different frame sizes")
+        starts = np.concatenate([m.starts for m, _ in sources.values()])
+        ends = np.concatenate([m.ends for m, _ in sources.values()])
+        first = np.array([int(m.first[j]) + sources[id(m)][1] for m, j in picks], np.int64)
+        last = np.array([int(m.last[j]) + sources[id(m)][1] for m, j in picks], np.int64)
+        stats = np.stack([m.stats[j] for m, j in picks])
+        counts = None if any(m.counts is None for m, _ in picks) else [m.counts[j] for m, j in picks]  # type: ignore[index]
+        return cls(h, w, starts, ends, first, stats, counts, last=last)
+
     def select(self, indices: Sequence[int] | np.ndarray) -> RunMasks:
         """The masks at ``indices``, in that order, in one gather."""
         idx = np.asarray(indices, np.int64)
@@ -241,17 +303,23 @@ class RunMasks:
         """(N, 4) xyxy boxes enclosing each mask (zeros for an empty one)."""
         return self.stats[:, 3:7].astype(np.float64)
 
-    def overlap(self, prefix: np.ndarray) -> np.ndarray:
-        """Pixels of each mask inside a region given by :func:`region_prefix`."""
-        return _overlap(self.starts, self.ends, self.first, self.last, prefix)
+    def overlap(self, region: RegionColumns) -> np.ndarray:
+        """Pixels of each mask inside a region given by :func:`region_columns`."""
+        if not len(self):
+            return np.zeros(0, np.int64)
+        if region.height != self.height or region.width != self.width:
+            raise ValueError(f"region of a {region.width}x{region.height} frame, masks of {self.width}x{self.height}")
+        return _overlap(self.starts, self.ends, self.first, self.last, max(self.height, 1), region.col_start,
+                        region.y_lo, region.y_hi)  # fmt: skip
 
-    def iou(self, other: RunMasks) -> np.ndarray:
-        """(N, M) IoU of every mask here with every mask of ``other`` (pairs whose boxes touch are merged)."""
+    def iou(self, other: RunMasks, min_iou: float = 0.0) -> np.ndarray:
+        """(N, M) IoU of every mask here with every mask of ``other``; pairs that cannot reach ``min_iou`` are 0."""
         if (self.height, self.width) != (other.height, other.width) and len(self) and len(other):
             raise ValueError("masks of different frame sizes")
         a, b = self.stats, other.stats
         return _pair_iou(self.starts, self.ends, self.first, self.last, a[:, 0], a[:, 3:7],
-                         other.starts, other.ends, other.first, other.last, b[:, 0], b[:, 3:7])  # fmt: skip
+                         other.starts, other.ends, other.first, other.last, b[:, 0], b[:, 3:7],
+                         max(self.height, 1), float(min_iou))  # fmt: skip
 
     def crop(self, i: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Mask ``i`` within rows ``y0:y1`` and columns ``x0:x1`` as a bool array."""
@@ -296,6 +364,22 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def region_prefix(region: np.ndarray) -> np.ndarray:
-    """Running pixel count of an (H, W) bool region in column-major order, for :meth:`RunMasks.overlap`."""
-    return np.concatenate(([0], np.cumsum(region.ravel(order="F"), dtype=np.int32)))
+class RegionColumns(NamedTuple):
+    """A region of a ``height`` x ``width`` frame as its rows ``y_lo[q]:y_hi[q]`` for ``q`` in
+    ``col_start[x]:col_start[x + 1]``, per column ``x`` (for :meth:`RunMasks.overlap`)."""
+
+    height: int
+    width: int
+    col_start: np.ndarray
+    y_lo: np.ndarray
+    y_hi: np.ndarray
+
+
+def region_columns(region: np.ndarray) -> RegionColumns:
+    """The runs of an (H, W) bool region, column by column."""
+    h, w = region.shape
+    edges = np.diff(np.pad(np.asarray(region, bool).T.astype(np.int8), ((0, 0), (1, 1))), axis=1)  # (W, H + 1)
+    col_up, y_lo = np.nonzero(edges == 1)
+    _, y_hi = np.nonzero(edges == -1)
+    col_start = np.searchsorted(col_up, np.arange(w + 1)).astype(np.int64)
+    return RegionColumns(h, w, col_start, y_lo.astype(np.int64), y_hi.astype(np.int64))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from consumers.analytics.regions import polygon_prefix
+from consumers.analytics.regions import polygon_columns
 from consumers.rules import Zone
 from consumers.tracking import FrameObservations, Track
 from pipeline.messages import Event, TrackMask
@@ -52,7 +52,7 @@ class FrameContext:
     def share(self, zone: Zone) -> list[float]:
         """Share of each observation's mask inside ``zone``."""
         if zone.name not in self._shares:
-            inside = self.obs.masks.overlap(polygon_prefix(tuple(zone.polygon), self.meta.width, self.meta.height))
+            inside = self.obs.masks.overlap(polygon_columns(tuple(zone.polygon), self.meta.width, self.meta.height))
             self._shares[zone.name] = (inside / np.maximum(self.obs.areas, 1)).tolist()
         return self._shares[zone.name]
 

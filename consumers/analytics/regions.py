@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from consumers.rules import Line
-from pipeline.runmasks import region_prefix
+from pipeline.runmasks import RegionColumns, region_columns
 
 Points = tuple[tuple[float, float], ...]
 
@@ -22,9 +22,9 @@ def polygon_mask(points: Points, width: int, height: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def polygon_prefix(points: Points, width: int, height: int) -> np.ndarray:
-    """Running count of the polygon's pixels in column-major order: a mask's pixels inside it from its runs."""
-    return region_prefix(polygon_mask(points, width, height))
+def polygon_columns(points: Points, width: int, height: int) -> RegionColumns:
+    """The polygon's rows per column: a mask's pixels inside it from its runs."""
+    return region_columns(polygon_mask(points, width, height))
 
 
 @lru_cache(maxsize=64)
