@@ -84,6 +84,8 @@ def association_iou(tracks: list[Track], last: RunMasks, obs: FrameObservations,
     """IoU between each track's last mask (``last``, in track order) and each observation; box IoU where
     either mask is empty. Mask pairs that cannot reach ``min_iou`` are 0."""
     iou = last.iou(obs.masks, min_iou)
+    if last.areas().all() and obs.areas.all():  # the usual case: no empty mask
+        return iou
     empty = (last.areas() == 0)[:, None] | (obs.areas == 0)[None, :]
     if empty.any():
         b = box_iou(np.array([t.box for t in tracks], float), np.array([o.box for o in obs.items], float))
@@ -109,11 +111,15 @@ def assign(tracks: list[Track], last: RunMasks, obs: FrameObservations, min_iou:
         return []
     iou = association_iou(tracks, last, obs, min_iou)
     close = iou >= min_iou
+    if close.sum(axis=0).max() <= 1 and close.sum(axis=1).max() <= 1:
+        # the usual case: each track overlaps at most one detection enough and the other way round; every
+        # optimal assignment takes all of these pairs, and only these are kept
+        return [(int(r), int(c)) for r, c in zip(*np.nonzero(close))]
     cost = np.where(close, 1.0 - iou, 10.0)
-    if close.any():
-        track_class = np.array([t.class_name for t in tracks])
-        obs_class = np.array([o.class_name for o in obs.items])
-        cost += np.where(close & (track_class[:, None] != obs_class[None, :]), 0.1, 0.0)
+    classes: dict[str, int] = {}
+    track_class = np.array([classes.setdefault(t.class_name, len(classes)) for t in tracks])
+    obs_class = np.array([classes.setdefault(o.class_name, len(classes)) for o in obs.items])
+    cost += np.where(close & (track_class[:, None] != obs_class[None, :]), 0.1, 0.0)
     rows, cols = linear_sum_assignment(cost)
     return [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] < 10.0]
 
