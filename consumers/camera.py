@@ -138,17 +138,19 @@ class CameraStep:
         meta = FrameMeta(frame.camera_id, frame.vehicle_id, frame.frame_index, frame.capture_time, frame.width,
                          frame.height, frame.model_name, frame.model_version, frame.decode_errors,
                          frame.stream_epoch)  # fmt: skip
+        size = (frame.height, frame.width)
+        counts, kept = [], []
         for d in frame.instances:
-            if tuple(d.mask.size) != (frame.height, frame.width):
+            if d.mask.size != size and tuple(d.mask.size) != size:
                 raise ValueError(f"mask of query {d.query} is {d.mask.size}, the frame {frame.height}x{frame.width}")
-        masks = RunMasks.from_counts([d.mask.counts for d in frame.instances], frame.height, frame.width)
-        kept = [i for i, d in enumerate(frame.instances) if d.score >= self.rules.min_score or self.truth]
+            counts.append(d.mask.counts)
+            if d.score >= self.rules.min_score or self.truth:
+                kept.append(d)
+        masks = RunMasks.from_counts(counts, frame.height, frame.width)
         if len(kept) < len(frame.instances):
-            masks = (
-                RunMasks.concat([masks.take(i) for i in kept]) if kept else RunMasks.empty(frame.height, frame.width)
-            )
-        items = [Observation(frame.instances[i].class_name, frame.instances[i].score, frame.instances[i].box,
-                             masks, index=k) for k, i in enumerate(kept)]  # fmt: skip
+            keep = [i for i, d in enumerate(frame.instances) if d.score >= self.rules.min_score or self.truth]
+            masks = RunMasks.concat([masks.take(i) for i in keep]) if keep else RunMasks.empty(*size)
+        items = [Observation(d.class_name, d.score, d.box, masks, index=k) for k, d in enumerate(kept)]
         return self.step(meta, FrameObservations(items, masks))
 
     def step(self, meta: FrameMeta, observations: list[Observation] | FrameObservations) -> list[Event]:
@@ -260,8 +262,9 @@ class CameraStep:
         for ti, j in pairs:
             t, o = tracks[ti], obs.items[j]
             # plain field writes (no validation on assignment): this loop runs for every track of every frame
-            t.__dict__.update(last_index=meta.frame_index, last_time=meta.time, box=tuple(map(float, o.box)),
-                              misses=0, hits=t.hits + 1, best_score=max(t.best_score, o.score))  # fmt: skip
+            box = o.box if type(o.box) is tuple else tuple(map(float, o.box))  # a message's box: floats already
+            t.__dict__.update(last_index=meta.frame_index, last_time=meta.time, box=box, misses=0, hits=t.hits + 1,
+                              best_score=max(t.best_score, o.score))  # fmt: skip
             if not self.truth:
                 vote(t, o)
             self._remember(t, obs, j)

@@ -34,9 +34,6 @@ def _write(figures: dict, json_path: Path | None) -> None:
         json_path.write_text(json.dumps(figures, indent=2) + "\n")
 
 
-POLL_RECORDS = 500  # records per poll, so per transaction, when the member is behind
-
-
 def bench_consumer(*, messages: int = 3000, width: int = 1280, height: int = 720, instances: int | list[int] = 10,
                    json_path: Path | None = None) -> dict:  # fmt: skip
     """One event processor against a bare kafka-python loop that reads and parses the same messages.
@@ -81,7 +78,8 @@ def _consumer_run(bootstrap: str, messages: int, width: int, height: int, instan
     topics = Topics(detections=f"bench-{uuid.uuid4().hex[:6]}", events=f"bench-events-{uuid.uuid4().hex[:6]}")
     ensure_topics(bootstrap, topics, TopicSpec(partitions=1))
     # the messages go out as ingest publishes them (its publisher: JSON, gzip, acks=all), timed in CPU
-    total = messages + POLL_RECORDS  # the first poll warms up (below)
+    settings = ConsumerSettings()  # as a member runs by default: its records per poll, so per transaction
+    total = messages + settings.max_poll_records  # the first poll warms up (below)
     frames = moving_cars(total, camera_id=camera, width=width, height=height, instances=instances)
     message_bytes = sum(len(f.model_dump_json()) for f in frames) / total
     cpu = time.process_time()
@@ -110,8 +108,7 @@ def _consumer_run(bootstrap: str, messages: int, width: int, height: int, instan
     reader.close()
 
     conn = KafkaConnection.of(bootstrap)
-    with consumer_side(conn, topics, rules, ConsumerSettings(), member_id="bench", group_id=f"bench-{topics.events}",
-                       max_poll_records=POLL_RECORDS) as side:  # fmt: skip
+    with consumer_side(conn, topics, rules, settings, member_id="bench", group_id=f"bench-{topics.events}") as side:
         proc = side.processor
         # Not throughput: joining the group, the first fetch, and the first transaction's one-off look-ups (the
         # group's coordinator for the offsets, the events and state topics' metadata), ~0.25 s here.
