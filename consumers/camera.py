@@ -259,15 +259,17 @@ class CameraStep:
             pairs = []
         hit = {ti for ti, _ in pairs}
         matched: list[tuple[Track, int]] = []
-        for ti, j in pairs:
+        last_masks, dirty, index, now = self._masks, self._dirty, meta.frame_index, meta.time
+        for ti, j in pairs:  # this loop runs for every track of every frame: plain writes, no method calls
             t, o = tracks[ti], obs.items[j]
-            # plain field writes (no validation on assignment): this loop runs for every track of every frame
             box = o.box if type(o.box) is tuple else tuple(map(float, o.box))  # a message's box: floats already
-            t.__dict__.update(last_index=meta.frame_index, last_time=meta.time, box=box, misses=0, hits=t.hits + 1,
+            # (no validation on assignment)
+            t.__dict__.update(last_index=index, last_time=now, box=box, misses=0, hits=t.hits + 1,
                               best_score=max(t.best_score, o.score))  # fmt: skip
             if not self.truth:
                 vote(t, o)
-            self._remember(t, obs, j)
+            last_masks[t.track_id] = (obs.masks, j)  # as _remember
+            dirty.add(t.track_id)
             matched.append((t, j))
         survivors = []
         for i, t in enumerate(tracks):

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from consumers.analytics.base import Rule, RuleState, keep_tracks
 from consumers.analytics.frame import FrameContext
-from consumers.analytics.regions import applies, crosses_segment, side
+from consumers.analytics.regions import applies, crosses_segment, pixel_ends
 from consumers.tracking import Track
 from pipeline.messages import Event
 
@@ -27,15 +27,17 @@ class LineRule(Rule):
         out: list[Event] = []
         if not lines:  # the anchor only matters to lines
             return out
+        ends = [pixel_ends(line.points, w, h) for line in lines]
         for t, j in frame.matched:
             if frame.obs.area_list[j] < self.rules.min_area:
                 continue
             anchor, before_anchor = frame.centroid(j), state.anchors.get(t.track_id)
             sides = state.sides.setdefault(t.track_id, {})
-            for line in lines:
+            for line, ((x1, y1), (x2, y2)) in zip(lines, ends):
                 if not applies(line.classes, t.class_name):
                     continue
-                now = side(line, w, h, anchor)
+                cross = (x2 - x1) * (anchor[1] - y1) - (y2 - y1) * (anchor[0] - x1)  # the anchor's side of the line
+                now = 1 if cross > 0 else -1 if cross < 0 else 0
                 before = sides.get(line.name)
                 if now != 0:
                     sides[line.name] = now

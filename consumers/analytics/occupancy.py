@@ -34,11 +34,13 @@ class OccupancyRule(Rule):
         if state.window_start is None or start > state.window_start:
             state.window_start, state.window_peaks = start, {}
         zones: ZoneState = frame.states[ZoneRule.name]  # type: ignore[assignment]
+        seen = [(t.class_name, zones.inside.get(t.track_id, ())) for t in frame.state.tracks
+                if t.misses == 0 and t.confirmed]  # fmt: skip
         for zone in self.camera.zones:
             counts: dict[str, int] = {}
-            for t in frame.state.tracks:
-                if zone.name in zones.zones_of(t.track_id) and t.misses == 0 and t.confirmed:
-                    counts[t.class_name] = counts.get(t.class_name, 0) + 1
+            for class_name, inside in seen:
+                if zone.name in inside:
+                    counts[class_name] = counts.get(class_name, 0) + 1
             peaks = state.window_peaks.setdefault(zone.name, {})
             for cls, n in counts.items():
                 peaks[cls] = max(peaks.get(cls, 0), n)

@@ -35,21 +35,15 @@ def distance_to(points: Points, width: int, height: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _pixel_ends(points: tuple, w: int, h: int) -> tuple[tuple[float, float], tuple[float, float]]:
+def pixel_ends(points: tuple, w: int, h: int) -> tuple[tuple[float, float], tuple[float, float]]:
     """A line's end points in pixels (cached: every track of every frame asks)."""
     (x1, y1), (x2, y2) = ((x * (w - 1), y * (h - 1)) for x, y in points)
     return (x1, y1), (x2, y2)
 
 
-def side(line: Line, w: int, h: int, p: tuple[float, float]) -> int:
-    (x1, y1), (x2, y2) = _pixel_ends(line.points, w, h)
-    cross = (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1)
-    return 1 if cross > 0 else -1 if cross < 0 else 0
-
-
 def crosses_segment(line: Line, w: int, h: int, a: tuple[float, float], b: tuple[float, float]) -> bool:
     """Does the move a -> b cross the line within its two end points?"""
-    (x1, y1), (x2, y2) = _pixel_ends(line.points, w, h)
+    (x1, y1), (x2, y2) = pixel_ends(line.points, w, h)
     dx, dy = x2 - x1, y2 - y1
     mx, my = b[0] - a[0], b[1] - a[1]
     denom = dx * my - dy * mx
