@@ -118,7 +118,7 @@ class EventProcessor:
     """``run()`` until ``stop()``; one instance is one member (``member_id``) of the group ``group_id``."""
 
     def __init__(self, conn: KafkaConnection | str, rules: RulesFile, *, topics: Topics | None = None,
-                 group_id: str = "sparseinst-events", member_id: str | None = None, max_poll_records: int = 500,
+                 group_id: str = "sparseinst-events", member_id: str | None = None, max_poll_records: int = 64,
                  session_timeout_s: float = 15.0, transaction_timeout_s: float = 60.0,
                  state_load_timeout_s: float | None = None, kafka_retry_s: float = 60.0,
                  limits: FrameLimits | None = None, camera_ttl_s: float = 3600.0, stream_takeover_s: float = 60.0,

@@ -153,9 +153,8 @@ class ConsumerSettings(BaseModel):
     session_timeout_s: float = Field(15.0, ge=6.0, le=300.0, description="a member silent this long leaves the group")
     transaction_timeout_s: float = Field(60.0, ge=1.0, le=900.0, description="a dead member's open transaction is "
                                          "aborted by the broker after this")  # fmt: skip
-    max_poll_records: int = Field(500, ge=1, le=10_000, description="records per poll, and so per transaction, "
-                                  "for a member that is behind (a poll takes what has arrived, up to this): "
-                                  "more is fewer commits (throughput), fewer is earlier events")  # fmt: skip
+    max_poll_records: int = Field(64, ge=1, le=10_000, description="records per poll, and so per transaction: "
+                                  "more is fewer commits (throughput), fewer is earlier events (latency)")  # fmt: skip
     limits: FrameLimits = Field(default_factory=FrameLimits, description="what one detections message may hold; "
                                 "past it the message is dead-lettered (reason 'out of bounds')")  # fmt: skip
     camera_ttl_s: float = Field(3600.0, gt=0, description="a camera without messages this long is forgotten: its "

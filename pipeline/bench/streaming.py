@@ -34,6 +34,9 @@ def _write(figures: dict, json_path: Path | None) -> None:
         json_path.write_text(json.dumps(figures, indent=2) + "\n")
 
 
+POLL_RECORDS = 500
+
+
 def bench_consumer(*, messages: int = 3000, width: int = 1280, height: int = 720, instances: int | list[int] = 10,
                    json_path: Path | None = None) -> dict:  # fmt: skip
     """One event processor against a bare kafka-python loop that reads and parses the same messages.
@@ -78,8 +81,9 @@ def _consumer_run(bootstrap: str, messages: int, width: int, height: int, instan
     topics = Topics(detections=f"bench-{uuid.uuid4().hex[:6]}", events=f"bench-events-{uuid.uuid4().hex[:6]}")
     ensure_topics(bootstrap, topics, TopicSpec(partitions=1))
     # the messages go out as ingest publishes them (its publisher: JSON, gzip, acks=all), timed in CPU
-    settings = ConsumerSettings()  # as a member runs by default: its records per poll, so per transaction
-    total = messages + settings.max_poll_records  # the first poll warms up (below)
+    # 500 records per poll (so per transaction) for a member that is behind: consumer.max_poll_records
+    settings = ConsumerSettings(max_poll_records=POLL_RECORDS)
+    total = messages + POLL_RECORDS  # the first poll warms up (below)
     frames = moving_cars(total, camera_id=camera, width=width, height=height, instances=instances)
     message_bytes = sum(len(f.model_dump_json()) for f in frames) / total
     cpu = time.process_time()
