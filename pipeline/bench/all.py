@@ -55,6 +55,8 @@ def bench_all(*, model_arch: str = "r50_giam", json_path: Path | None = None) ->
     print(f"postprocess (kept instances, RLE included) {figures['postprocess_cpu_ms_per_frame_kept']:.2f} CPU-ms per "
           f"{figures['selection_source']} frame with {figures['postprocess_instances_per_frame']:g} instances; "
           "target <= 1.5 at 10")  # fmt: skip
+    by_count = figures["postprocess_cpu_ms_by_instances"]
+    print("  per frame, by instances found: " + ", ".join(f"{k}: {v:.2f}" for k, v in by_count.items()))
     print(budget_table(figures["host_cpu_ms_per_frame"], sizes, figures))
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

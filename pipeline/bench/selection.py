@@ -3,7 +3,8 @@
 On the same batch (real photos from ``--images``, else synthetic 720p street frames): the rows and
 bytes of the network's answer, the network's CPU time in ONNX Runtime, and post-processing's CPU
 time over every query against over the kept rows only (``time.process_time``, the median of the
-repeats), with a check that both post-processings agree exactly.
+repeats), with a check that both post-processings agree exactly. Each frame is also timed alone
+(``postprocess_cpu_ms_by_instances``: CPU-ms per frame by the number of instances it holds).
 """
 
 from __future__ import annotations
@@ -66,10 +67,10 @@ def bench_selection(*, images: Path | None = None, batch: int = 8, score_thresho
         net_full = _cpu_ms(lambda: full_net.run(["scores", "pred_masks"], {"images": x}), repeats)
         net_kept = _cpu_ms(lambda: kept_net.run(list(KEPT_OUTPUTS), {"images": x}), repeats)
 
-    def post(s: np.ndarray, m: np.ndarray, q: np.ndarray | None = None) -> list:
+    def post(s: np.ndarray, m: np.ndarray, q: np.ndarray | None = None, which: range | None = None) -> list:
         return [postprocess_frame(s[i], m[i], originals[i], resized[i], score_threshold=score_threshold,
                                   stride=spec.mask_stride, queries=None if q is None else q[i])
-                for i in range(len(frames))]  # fmt: skip
+                for i in which or range(len(frames))]  # fmt: skip
 
     sizes = np.array(originals)
     same = {k: v.tolist() for k, v in pack_results(post(scores, masks), sizes).items()} == {
@@ -78,7 +79,14 @@ def bench_selection(*, images: Path | None = None, batch: int = 8, score_thresho
     with threadpool_limits(1, user_api="blas"):
         post_full = _cpu_ms(lambda: pack_results(post(scores, masks), sizes), repeats, time.thread_time)
         post_kept = _cpu_ms(lambda: pack_results(post(*kept), sizes), repeats, time.thread_time)
+        # each frame alone, so the cost at a given instance count is a measurement, not a scaled average
+        per_frame = [_cpu_ms(lambda i=i: pack_results(post(*kept, which=range(i, i + 1)), sizes[i : i + 1]),
+                             repeats, time.thread_time) for i in range(len(frames))]  # fmt: skip
     n = len(frames)
+    found = [len(r.scores) for r in post(*kept)]
+    by_count: dict[str, list[float]] = {}
+    for k, ms in zip(found, per_frame):
+        by_count.setdefault(str(k), []).append(ms)
     figures = {
         "selection_frames": n, "selection_source": str(images) if images else "synthetic 1280x720",
         "queries": int(scores.shape[1]), "kept_rows": int(kept[1].shape[1]),
@@ -89,7 +97,9 @@ def bench_selection(*, images: Path | None = None, batch: int = 8, score_thresho
         "network_cpu_ms_per_frame_kept": round(net_kept / n, 1),
         "postprocess_cpu_ms_per_frame_full": round(post_full / n, 2),
         "postprocess_cpu_ms_per_frame_kept": round(post_kept / n, 2),
-        "postprocess_instances_per_frame": round(float(np.mean([len(r.scores) for r in post(*kept)])), 1),
+        "postprocess_instances_per_frame": round(float(np.mean(found)), 1),
+        "postprocess_cpu_ms_by_instances": {k: round(float(np.mean(v)), 2)
+                                            for k, v in sorted(by_count.items(), key=lambda kv: int(kv[0]))},
         "results_identical": same,
     }  # fmt: skip
     print(json.dumps(figures, indent=2))
