@@ -139,18 +139,18 @@ class CameraStep:
                          frame.height, frame.model_name, frame.model_version, frame.decode_errors,
                          frame.stream_epoch)  # fmt: skip
         size = (frame.height, frame.width)
-        counts, kept = [], []
-        for d in frame.instances:
-            if d.mask.size != size and tuple(d.mask.size) != size:
+        counts, keep = [], []
+        for i, d in enumerate(frame.instances):
+            if tuple(d.mask.size) != size:
                 raise ValueError(f"mask of query {d.query} is {d.mask.size}, the frame {frame.height}x{frame.width}")
             counts.append(d.mask.counts)
             if d.score >= self.rules.min_score or self.truth:
-                kept.append(d)
+                keep.append(i)
         masks = RunMasks.from_counts(counts, frame.height, frame.width)
-        if len(kept) < len(frame.instances):
-            keep = [i for i, d in enumerate(frame.instances) if d.score >= self.rules.min_score or self.truth]
-            masks = RunMasks.concat([masks.take(i) for i in keep]) if keep else RunMasks.empty(*size)
-        items = [Observation(d.class_name, d.score, d.box, masks, index=k) for k, d in enumerate(kept)]
+        if len(keep) < len(counts):
+            masks = masks.select(keep) if keep else RunMasks.empty(*size)
+        items = [Observation(frame.instances[i].class_name, frame.instances[i].score, frame.instances[i].box, masks,
+                             index=k) for k, i in enumerate(keep)]  # fmt: skip
         return self.step(meta, FrameObservations(items, masks))
 
     def step(self, meta: FrameMeta, observations: list[Observation] | FrameObservations) -> list[Event]:
@@ -259,17 +259,15 @@ class CameraStep:
             pairs = []
         hit = {ti for ti, _ in pairs}
         matched: list[tuple[Track, int]] = []
-        last_masks, dirty, index, now = self._masks, self._dirty, meta.frame_index, meta.time
-        for ti, j in pairs:  # this loop runs for every track of every frame: plain writes, no method calls
+        index, now = meta.frame_index, meta.time
+        for ti, j in pairs:  # runs for every track of every frame: plain field writes, no validation on assignment
             t, o = tracks[ti], obs.items[j]
             box = o.box if type(o.box) is tuple else tuple(map(float, o.box))  # a message's box: floats already
-            # (no validation on assignment)
             t.__dict__.update(last_index=index, last_time=now, box=box, misses=0, hits=t.hits + 1,
                               best_score=max(t.best_score, o.score))  # fmt: skip
             if not self.truth:
                 vote(t, o)
-            last_masks[t.track_id] = (obs.masks, j)  # as _remember
-            dirty.add(t.track_id)
+            self._remember(t, obs, j)
             matched.append((t, j))
         survivors = []
         for i, t in enumerate(tracks):

@@ -84,8 +84,6 @@ def association_iou(tracks: list[Track], last: RunMasks, obs: FrameObservations,
     """IoU between each track's last mask (``last``, in track order) and each observation; box IoU where
     either mask is empty. Mask pairs that cannot reach ``min_iou`` are 0."""
     iou = last.iou(obs.masks, min_iou)
-    if last.areas().all() and obs.areas.all():  # the usual case: no empty mask
-        return iou
     empty = (last.areas() == 0)[:, None] | (obs.areas == 0)[None, :]
     if empty.any():
         b = box_iou(np.array([t.box for t in tracks], float), np.array([o.box for o in obs.items], float))

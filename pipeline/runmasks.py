@@ -253,6 +253,8 @@ class RunMasks:
     def gather(cls, picks: Sequence[tuple[RunMasks, int]]) -> RunMasks:
         """Mask ``j`` of each ``(masks, j)``, in order (masks of one frame size): one copy of each distinct
         source's intervals, not one per mask."""
+        if not picks:
+            return cls.empty(0, 0)
         sources: dict[int, tuple[RunMasks, int]] = {}  # id -> (source, offset of its intervals)
         at = 0
         for m, _ in picks:
@@ -261,8 +263,6 @@ class RunMasks:
                 at += len(m.starts)
         if len(sources) == 1:
             return picks[0][0].select([j for _, j in picks])
-        if not picks:
-            return cls.empty(0, 0)
         h, w = picks[0][0].height, picks[0][0].width
         if any((m.height, m.width) != (h, w) for m, _ in sources.values()):
             raise ValueError("masks of different frame sizes")

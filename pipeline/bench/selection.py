@@ -73,8 +73,9 @@ def bench_selection(*, images: Path | None = None, batch: int = 8, score_thresho
                 for i in which or range(len(frames))]  # fmt: skip
 
     sizes = np.array(originals)
+    kept_results = post(*kept)
     same = {k: v.tolist() for k, v in pack_results(post(scores, masks), sizes).items()} == {
-        k: v.tolist() for k, v in pack_results(post(*kept), sizes).items()}  # fmt: skip
+        k: v.tolist() for k, v in pack_results(kept_results, sizes).items()}  # fmt: skip
     # one BLAS thread, as the serving model runs it; this thread's CPU (ONNX Runtime's idle threads spin a while)
     with threadpool_limits(1, user_api="blas"):
         post_full = _cpu_ms(lambda: pack_results(post(scores, masks), sizes), repeats, time.thread_time)
@@ -83,7 +84,7 @@ def bench_selection(*, images: Path | None = None, batch: int = 8, score_thresho
         per_frame = [_cpu_ms(lambda i=i: pack_results(post(*kept, which=range(i, i + 1)), sizes[i : i + 1]),
                              repeats, time.thread_time) for i in range(len(frames))]  # fmt: skip
     n = len(frames)
-    found = [len(r.scores) for r in post(*kept)]
+    found = [len(r.scores) for r in kept_results]
     by_count: dict[str, list[float]] = {}
     for k, ms in zip(found, per_frame):
         by_count.setdefault(str(k), []).append(ms)
